@@ -1,0 +1,34 @@
+// Types shared by drivers and the dataset writer: metadata attributes and gap kinds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+namespace meltrig::rig {
+
+/// A metadata value: UTF-8 string, float64 or int64 (stored as a scalar HDF5 attribute).
+using AttributeValue = std::variant<std::string, double, std::int64_t>;
+
+/// One named metadata value.
+struct Attribute {
+  std::string name;
+  AttributeValue value;
+};
+
+/// What a gaps row records. Values are stored in the file; never renumber.
+enum class GapKind : std::uint8_t {
+  missing = 0,            ///< sequence gap: samples never arrived
+  missing_wrapped = 1,    ///< missing, count inferred from elapsed time (sequence counter wrapped)
+  duplicate_dropped = 2,  ///< duplicates dropped; no sample rows are covered
+  ring_overflow = 3,      ///< dropped because the host ring buffer was full
+  resync = 4,             ///< discarded while resynchronising to the stream
+  uncalibrated = 5,       ///< arrived but could not be converted: no calibration was ever seen
+};
+inline constexpr std::uint8_t kGapKindCount = 6;
+
+/// Stable names of the gap kinds, index = value.
+inline constexpr const char* kGapKindNames[kGapKindCount] = {
+    "missing", "missing_wrapped", "duplicate_dropped", "ring_overflow", "resync", "uncalibrated"};
+
+}  // namespace meltrig::rig

@@ -1,0 +1,84 @@
+// The small interface every power-monitor driver implements: a lifecycle (open, configure,
+// start, poll, stop, close), status, and loss counters. Drivers push decoded samples, addressed
+// by their unwrapped sample index, into a SampleSink; they never stamp samples with host time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "meltrig/fw/result.hpp"
+#include "meltrig/rig/dataset_types.hpp"
+
+namespace meltrig::rig {
+
+/// A run of sample indices with no valid data.
+struct GapEvent {
+  std::uint64_t first_index;
+  std::uint64_t count;
+  GapKind kind;
+};
+
+/// Calibration in effect from `sample_index` on (raw ADC counts).
+struct CalibrationEvent {
+  std::uint64_t sample_index;
+  double fine_zero, fine_ref, coarse_zero, coarse_ref;
+};
+
+/// Receives decoded data from a driver, on the driver's I/O thread.
+class SampleSink {
+ public:
+  virtual ~SampleSink() = default;
+  /// Contiguous samples starting at `first_index` (amps, volts; NaN where a value is missing).
+  virtual void samples(std::uint64_t first_index, std::span<const float> current,
+                       std::span<const float> voltage) = 0;
+  virtual void gap(const GapEvent& g) = 0;
+  virtual void calibration(const CalibrationEvent& c) = 0;
+};
+
+/// What a driver knows about the opened device.
+struct MonitorInfo {
+  std::string driver;  ///< e.g. "lvpm"
+  std::string port;    ///< the port or device spec it was opened on
+  double nominal_rate_hz = 0;
+  std::string serial_number;
+  std::string firmware_version;
+  std::vector<Attribute> status;  ///< the device status as read at open
+};
+
+/// Settings applied before sampling starts.
+struct MonitorConfig {
+  double output_voltage_v = 4.0;
+  std::optional<double> current_limit_a;  ///< runtime and power-up limit
+  enum class UsbPassthrough { off, on, automatic } usb_passthrough = UsbPassthrough::off;
+};
+
+/// A named counter of lost or discarded data.
+struct Counter {
+  const char* name;
+  std::uint64_t value;
+};
+
+/// A power monitor. Not thread-safe: one I/O thread drives it after open().
+class Monitor {
+ public:
+  virtual ~Monitor() = default;
+  virtual Result<MonitorInfo> open() = 0;
+  virtual Result<void> configure(const MonitorConfig& cfg) = 0;
+  virtual Result<void> start() = 0;
+  /// Reads and decodes for up to `timeout`, pushing whatever is final into `sink`. A quiet
+  /// interval is not an error; port_gone and io_error are.
+  virtual Result<void> poll(SampleSink& sink, std::chrono::milliseconds timeout) = 0;
+  /// Stops sampling, reads what is still in flight, and releases every held sample to `sink`.
+  virtual Result<void> stop(SampleSink& sink) = 0;
+  virtual void close() = 0;
+  /// The loss counters, in a fixed order (names do not change during a capture).
+  virtual std::vector<Counter> counters() const = 0;
+};
+
+}  // namespace meltrig::rig

@@ -1,0 +1,417 @@
+// Capture pipeline: see capture.hpp.
+#include "meltrig/rig/capture.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "meltrig/rig/spsc_ring.hpp"
+
+namespace meltrig::rig {
+namespace {
+
+struct Block {
+  std::uint64_t first_index = 0;
+  std::uint32_t count = 0;
+  std::array<float, kBlockSamples> current{};
+  std::array<float, kBlockSamples> voltage{};
+};
+
+std::string iso8601_utc(std::int64_t unix_ns) {
+  std::time_t secs = static_cast<std::time_t>(unix_ns / 1'000'000'000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof out, "%s.%09lldZ", buf,
+                static_cast<long long>(unix_ns % 1'000'000'000));
+  return out;
+}
+
+/// Everything the reader thread shares with the others.
+class Pipeline final : public SampleSink {
+ public:
+  Pipeline(std::size_t ring_blocks, const Clock& clock) : ring_(ring_blocks), clock_(clock) {}
+
+  // --- reader side (SampleSink) ---
+  void samples(std::uint64_t first, std::span<const float> cur,
+               std::span<const float> volt) override {
+    for (std::size_t done = 0; done < cur.size();) {
+      if (!open_ || open_->first_index + open_->count != first + done ||
+          open_->count == kBlockSamples) {
+        publish();
+        open_ = ring_.try_acquire();
+        if (!open_) {  // ring full: drop this piece, count it, and say where
+          std::size_t n = std::min(cur.size() - done, kBlockSamples);
+          overflow(first + done, n);
+          done += n;
+          continue;
+        }
+        open_->first_index = first + done;
+        open_->count = 0;
+      }
+      std::size_t n = std::min(cur.size() - done, kBlockSamples - open_->count);
+      std::copy_n(cur.begin() + static_cast<std::ptrdiff_t>(done), n,
+                  open_->current.begin() + open_->count);
+      std::copy_n(volt.begin() + static_cast<std::ptrdiff_t>(done), n,
+                  open_->voltage.begin() + open_->count);
+      open_->count += static_cast<std::uint32_t>(n);
+      done += n;
+    }
+    // Keep latency bounded: publish a partial block at least every 100 ms.
+    std::int64_t now = clock_.now_ns();
+    if (open_ && now - last_publish_ns_ > 100'000'000) publish();
+  }
+  void gap(const GapEvent& g) override {
+    std::lock_guard lk(mu_);
+    gaps_.push_back(g);
+  }
+  void calibration(const CalibrationEvent& c) override {
+    std::lock_guard lk(mu_);
+    cals_.push_back(c);
+  }
+  /// Commits the block being filled.
+  void publish() {
+    if (open_ && open_->count) {
+      ring_.commit();
+      open_ = nullptr;
+    }
+    last_publish_ns_ = clock_.now_ns();
+  }
+  void overflow(std::uint64_t first, std::uint64_t n) {
+    overflow_samples_ += n;
+    std::lock_guard lk(mu_);
+    // Merge with the previous overflow gap when contiguous.
+    if (!gaps_.empty() && gaps_.back().kind == GapKind::ring_overflow &&
+        gaps_.back().first_index + gaps_.back().count == first) {
+      gaps_.back().count += n;
+    } else {
+      gaps_.push_back({first, n, GapKind::ring_overflow});
+    }
+  }
+  void snapshot_counters(const std::vector<Counter>& c) {
+    std::lock_guard lk(mu_);
+    counters_ = c;
+  }
+
+  // --- writer side ---
+  SpscRing<Block> ring_;
+  std::mutex mu_;
+  std::deque<GapEvent> gaps_;
+  std::deque<CalibrationEvent> cals_;
+  std::vector<Counter> counters_;
+  std::atomic<std::uint64_t> overflow_samples_{0};
+
+ private:
+  Block* open_ = nullptr;
+  std::int64_t last_publish_ns_ = 0;
+  const Clock& clock_;
+};
+
+/// Writer-thread state: statistics over valid samples.
+struct Stats {
+  std::uint64_t valid = 0;
+  double sum_i = 0, sum_v = 0, sum_p = 0;
+};
+
+}  // namespace
+
+Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
+                                   const CaptureOptions& opt) {
+  auto log = spdlog::default_logger();
+  if (info.nominal_rate_hz <= 0) {
+    return make_error(Errc::invalid_argument, "monitor reports no sample rate");
+  }
+  if (auto r = monitor.configure(opt.monitor); !r) return r.error();
+
+  // The writer's counters: the driver's, then the capture's own.
+  std::vector<Counter> initial = monitor.counters();
+  CaptureLayout layout;
+  for (const auto& c : initial)
+    layout.counter_names.emplace_back(c.name);
+  layout.counter_names.emplace_back("ring_overflow_samples");
+  layout.sample_rate_hz = info.nominal_rate_hz;
+  layout.channels = {
+      {"current", "A", SampleType::f32, "main-channel current; NaN where the sample is missing"},
+      {"voltage", "V", SampleType::f32, "main-channel voltage; NaN where the sample is missing"}};
+  const std::int64_t wall_ns = wall_clock_unix_ns();
+  const std::int64_t steady_ns = opt.clock->now_ns();
+  layout.root_attributes = {{"meltrig_version", std::string(MELTRIG_VERSION)},
+                            {"host_wall_clock_start_utc", iso8601_utc(wall_ns)},
+                            {"host_wall_clock_start_unix_ns", wall_ns},
+                            {"host_steady_clock_start_ns", steady_ns}};
+  for (const auto& a : opt.root_attributes)
+    layout.root_attributes.push_back(a);
+  layout.monitor_attributes = {
+      {"driver", info.driver},
+      {"port", info.port},
+      {"serial_number", info.serial_number},
+      {"firmware_version", info.firmware_version},
+      {"nominal_rate_hz", info.nominal_rate_hz},
+      {"output_voltage_v", opt.monitor.output_voltage_v},
+      {"usb_passthrough",
+       std::string(opt.monitor.usb_passthrough == MonitorConfig::UsbPassthrough::on    ? "on"
+                   : opt.monitor.usb_passthrough == MonitorConfig::UsbPassthrough::off ? "off"
+                                                                                       : "auto")},
+  };
+  if (opt.monitor.current_limit_a) {
+    layout.monitor_attributes.push_back({"current_limit_a", *opt.monitor.current_limit_a});
+  }
+  layout.status_at_start = info.status;
+  layout.chunk_samples = 16384;
+
+  auto created = CaptureWriter::create(opt.output, layout);
+  if (!created) return created.error();
+  CaptureWriter writer = std::move(created.value());
+
+  Pipeline pipe(opt.ring_blocks, *opt.clock);
+  std::atomic<bool> stop_reader{false};
+  std::atomic<bool> reader_done{false};
+  std::optional<Error> reader_error;
+  std::optional<Error> writer_error;
+  std::atomic<bool> writer_failed{false};
+
+  if (auto r = monitor.start(); !r) {
+    (void)writer.finish(CaptureState::failed, r.error().describe());
+    CaptureSummary s;
+    s.output = opt.output;
+    s.state = CaptureState::failed;
+    s.failure = r.error();
+    s.end_reason = r.error().describe();
+    return s;
+  }
+  const std::int64_t t0 = opt.clock->now_ns();
+
+  std::thread reader([&] {
+    while (!stop_reader.load(std::memory_order_relaxed)) {
+      auto r = monitor.poll(pipe, std::chrono::milliseconds(50));
+      pipe.snapshot_counters(monitor.counters());
+      if (!r) {
+        reader_error = r.error();
+        break;
+      }
+    }
+    // Stop sampling and release everything in flight (also after an error: what is decoded
+    // is kept). A port that is gone cannot be stopped; that is not a second error.
+    auto r = monitor.stop(pipe);
+    if (!r && !reader_error && r.error().code != Errc::port_gone) reader_error = r.error();
+    pipe.publish();
+    pipe.snapshot_counters(monitor.counters());
+    reader_done = true;
+  });
+
+  Stats stats;
+  std::atomic<std::uint64_t> samples_covered{0};
+  std::atomic<double> mean_power{0.0};
+  std::vector<std::uint64_t> counter_values(layout.counter_names.size());
+
+  auto write_events = [&]() -> Result<void> {
+    std::lock_guard lk(pipe.mu_);
+    while (!pipe.cals_.empty()) {
+      const auto& c = pipe.cals_.front();
+      if (auto r = writer.add_calibration(
+              {c.sample_index, c.fine_zero, c.fine_ref, c.coarse_zero, c.coarse_ref});
+          !r)
+        return r;
+      pipe.cals_.pop_front();
+    }
+    return {};
+  };
+  // Fills sample indices [written, target) from the gap events that explain them.
+  auto fill_to = [&](std::uint64_t target) -> Result<void> {
+    while (writer.samples_written() < target) {
+      std::uint64_t at = writer.samples_written();
+      std::optional<GapEvent> g;
+      {
+        std::lock_guard lk(pipe.mu_);
+        while (!pipe.gaps_.empty() &&
+               pipe.gaps_.front().first_index + pipe.gaps_.front().count <= at) {
+          pipe.gaps_.pop_front();  // already covered
+        }
+        if (!pipe.gaps_.empty() && pipe.gaps_.front().first_index <= at) {
+          g = pipe.gaps_.front();
+          pipe.gaps_.pop_front();
+        }
+      }
+      std::uint64_t n;
+      GapKind kind;
+      if (g) {
+        n = std::min(g->first_index + g->count, target) - at;
+        kind = g->kind;
+      } else {
+        // No event explains the hole: the stream jumped. Record it as a resync gap.
+        n = target - at;
+        kind = GapKind::resync;
+        std::lock_guard lk(pipe.mu_);
+        if (!pipe.gaps_.empty()) n = std::min(n, pipe.gaps_.front().first_index - at);
+      }
+      if (auto r = writer.append_missing(n, kind); !r) return r;
+    }
+    return {};
+  };
+  auto flush_all = [&]() -> Result<void> {
+    if (auto r = write_events(); !r) return r;
+    {
+      std::lock_guard lk(pipe.mu_);
+      for (std::size_t i = 0; i < pipe.counters_.size() && i + 1 < counter_values.size(); ++i) {
+        counter_values[i] = pipe.counters_[i].value;
+      }
+    }
+    counter_values.back() = pipe.overflow_samples_.load();
+    if (auto r = writer.set_counters(counter_values); !r) return r;
+    return writer.flush();
+  };
+
+  std::thread writer_thread([&] {
+    std::array<ChannelData, 2> cols;
+    std::int64_t last_flush = opt.clock->now_ns();
+    auto fail = [&](const Error& e) {
+      writer_error = e;
+      writer_failed = true;
+    };
+    while (true) {
+      Block* b = pipe.ring_.front();
+      if (!b) {
+        bool finished = reader_done.load();
+        if (finished && !pipe.ring_.front()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      } else {
+        if (auto r = fill_to(b->first_index); !r) {
+          fail(r.error());
+          break;
+        }
+        for (std::uint32_t i = 0; i < b->count; ++i) {
+          float c = b->current[i], v = b->voltage[i];
+          if (std::isfinite(c) && std::isfinite(v)) {
+            ++stats.valid;
+            stats.sum_i += c;
+            stats.sum_v += v;
+            stats.sum_p += static_cast<double>(c) * v;
+          }
+        }
+        cols[0] = std::span<const float>(b->current.data(), b->count);
+        cols[1] = std::span<const float>(b->voltage.data(), b->count);
+        auto r = writer.append(SampleBlock{cols});
+        pipe.ring_.pop();
+        if (!r) {
+          fail(r.error());
+          break;
+        }
+        samples_covered = writer.samples_written();
+        if (stats.valid) mean_power = stats.sum_p / static_cast<double>(stats.valid);
+      }
+      if (opt.clock->now_ns() - last_flush >=
+          std::chrono::nanoseconds(opt.flush_interval).count()) {
+        if (auto r = flush_all(); !r) {
+          fail(r.error());
+          break;
+        }
+        last_flush = opt.clock->now_ns();
+      }
+    }
+    if (!writer_failed) {
+      // Trailing gaps (e.g. packets lost right before the end).
+      std::uint64_t end = writer.samples_written();
+      {
+        std::lock_guard lk(pipe.mu_);
+        for (const auto& g : pipe.gaps_)
+          end = std::max(end, g.first_index + g.count);
+      }
+      if (auto r = fill_to(end); !r)
+        fail(r.error());
+      else if (auto f = flush_all(); !f)
+        fail(f.error());
+    }
+    // After a writer failure the reader must not block on a full ring: drain and discard.
+    while (!reader_done.load()) {
+      while (pipe.ring_.front())
+        pipe.ring_.pop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+
+  // Supervise.
+  CaptureState state = CaptureState::complete;
+  std::string reason;
+  std::int64_t last_progress = t0;
+  while (true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::int64_t now = opt.clock->now_ns();
+    double elapsed = static_cast<double>(now - t0) * 1e-9;
+    if (opt.interrupt && opt.interrupt->load()) {
+      state = CaptureState::interrupted;
+      reason = "interrupted after " + std::to_string(elapsed) + " s";
+      break;
+    }
+    if (reader_done.load() || writer_failed.load()) break;
+    if (opt.duration_s > 0 && elapsed >= opt.duration_s) {
+      reason = "duration of " + std::to_string(opt.duration_s) + " s reached";
+      break;
+    }
+    if (opt.on_progress &&
+        now - last_progress >= std::chrono::nanoseconds(opt.progress_interval).count()) {
+      last_progress = now;
+      CaptureProgress p;
+      p.elapsed_s = elapsed;
+      p.samples = samples_covered.load();
+      p.rate_hz = elapsed > 0 ? static_cast<double>(p.samples) / elapsed : 0;
+      p.mean_power_w = mean_power.load();
+      {
+        std::lock_guard lk(pipe.mu_);
+        for (const auto& c : pipe.counters_)
+          if (std::string_view(c.name) == "missing_samples") p.lost_samples += c.value;
+      }
+      p.lost_samples += pipe.overflow_samples_.load();
+      opt.on_progress(p);
+    }
+  }
+  stop_reader = true;
+  reader.join();
+  writer_thread.join();
+
+  if (reader_error) {
+    state = CaptureState::failed;
+    reason = reader_error->describe();
+  }
+  if (writer_error) {
+    state = CaptureState::failed;
+    reason = writer_error->describe();
+  }
+  CaptureSummary s;
+  s.output = opt.output;
+  s.state = state;
+  s.end_reason = reason;
+  if (writer_error)
+    s.failure = writer_error;
+  else if (reader_error)
+    s.failure = reader_error;
+  s.samples = writer.samples_written();
+  s.valid_samples = stats.valid;
+  s.sample_rate_hz = info.nominal_rate_hz;
+  if (stats.valid) {
+    auto n = static_cast<double>(stats.valid);
+    s.mean_current_a = stats.sum_i / n;
+    s.mean_voltage_v = stats.sum_v / n;
+    s.mean_power_w = stats.sum_p / n;
+    s.energy_j = stats.sum_p / info.nominal_rate_hz;
+  }
+  {
+    std::lock_guard lk(pipe.mu_);
+    s.counters = pipe.counters_;
+  }
+  s.counters.push_back({"ring_overflow_samples", pipe.overflow_samples_.load()});
+  if (auto r = writer.finish(state, reason); !r && !s.failure) {
+    s.state = CaptureState::failed;
+    s.failure = r.error();
+    s.end_reason = r.error().describe();
+  }
+  log->debug("capture ended: {}", s.end_reason);
+  return s;
+}
+
+}  // namespace meltrig::rig
