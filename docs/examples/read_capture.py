@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Read a meltrig capture with h5py and print what it holds.
+
+Usage: python3 read_capture.py CAPTURE.h5   (Debian: apt-get install python3-h5py)
+Works on a finished capture and on one still being written (SWMR).
+"""
+import sys
+
+import h5py
+import numpy as np
+
+
+def main(path):
+    with h5py.File(path, "r", swmr=True) as f:
+        m = f["monitor"]
+        rate = float(m.attrs["sample_rate_hz"])
+        n = int(f["capture_state/samples_written"][()])
+        current = m["current"][:n]  # amps, NaN where a sample is missing
+        voltage = m["voltage"][:n]  # volts
+        t = np.arange(n) / rate  # the time base: sample index / rate, never host arrival time
+        power = current * voltage
+        valid = ~np.isnan(power)
+        names = [x.decode() if isinstance(x, bytes) else x for x in m["counters"].attrs["names"]]
+        counters = dict(zip(names, (int(v) for v in m["counters"][:])))
+        states = {0: "running (or ended uncleanly)", 1: "complete", 2: "failed", 3: "interrupted"}
+        state = states[int(f["capture_state/state"][()])]
+        reason = f["capture_state/end_reason"][()].rstrip(b"\0").decode()
+
+        print(f"{path}: {m.attrs['driver']} on {m.attrs['port']}, serial {m.attrs['serial_number']}")
+        print(f"  started (host UTC): {f.attrs['host_wall_clock_start_utc']}")
+        print(f"  state: {state}; {reason}")
+        print(f"  {n} samples at {rate:.0f} Hz = {t[-1] + 1 / rate if n else 0:.3f} s, "
+              f"{valid.sum()} valid")
+        print(f"  mean current {np.nanmean(current):.6f} A, mean power {np.nanmean(power):.6f} W")
+        print(f"  energy {np.nansum(power) / rate:.6f} J (valid samples x 1/rate)")
+        lost = {k: v for k, v in counters.items() if v}
+        print(f"  losses: {lost if lost else 'none'}; gap rows: {len(m['gaps'])}")
+        print(f"  calibration rows: {len(m['calibration'])}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
