@@ -440,7 +440,7 @@ with h5py.File(sys.argv[1], "r") as f:
     assert g.dtype.names == ("first_index", "count", "kind"), g.dtype
     assert g.dtype["first_index"] == np.uint64 and g.dtype["kind"] == np.uint8
     assert list(g.attrs["kind_names"]) == ["missing", "missing_wrapped", "duplicate_dropped",
-                                           "ring_overflow", "resync"]
+                                           "ring_overflow", "resync", "uncalibrated"]
     c = m["calibration"]
     assert c.dtype.names == ("sample_index", "fine_zero", "fine_ref", "coarse_zero", "coarse_ref")
     assert c.dtype["fine_ref"] == np.float64
@@ -475,26 +475,29 @@ TEST_CASE("CaptureWriter: missing samples are NaN/0 and listed; calibration and 
     REQUIRE(w->append_missing(17, GapKind::ring_overflow).ok());  // 100..116
     REQUIRE(w->append_missing(1, GapKind::resync).ok());          // 117
     REQUIRE(append_truth(*w, 118, 2).ok());                       // 118..119
+    REQUIRE(w->append_missing(2, GapKind::uncalibrated).ok());    // 120..121
+    REQUIRE(append_truth(*w, 122, 2).ok());                       // 122..123
     REQUIRE(w->add_calibration(CalibrationRow{0, 1.5, 2.5, 3.5, 4.5}).ok());
     REQUIRE(w->add_calibration(CalibrationRow{50, -1.25, 1e6, 0.0, 7.0}).ok());
     const std::array<std::uint64_t, 7> counters{78, 3, 1000, 2, 17, 2, 1};
     REQUIRE(w->set_counters(counters).ok());
-    CHECK(w->samples_written() == 120);
+    CHECK(w->samples_written() == 124);
     REQUIRE(w->finish(CaptureState::complete, "done").ok());
   }
   auto is_missing = [](std::uint64_t i) {
-    return (i >= 10 && i < 15) || (i >= 25 && i < 80) || (i >= 100 && i < 118);
+    return (i >= 10 && i < 15) || (i >= 25 && i < 80) || (i >= 100 && i < 118) ||
+           (i >= 120 && i < 122);
   };
   h5::File f = open_read(file);
   REQUIRE(f.valid());
   const auto cur = read_1d<float>(f.get(), "/monitor/current");
   const auto volt = read_1d<float>(f.get(), "/monitor/voltage");
   const auto flags = read_1d<std::uint8_t>(f.get(), "/monitor/flags");
-  REQUIRE(cur.size() == 120);
-  REQUIRE(volt.size() == 120);
-  REQUIRE(flags.size() == 120);
+  REQUIRE(cur.size() == 124);
+  REQUIRE(volt.size() == 124);
+  REQUIRE(flags.size() == 124);
   std::size_t bad = 0;
-  for (std::uint64_t i = 0; i < 120; ++i) {
+  for (std::uint64_t i = 0; i < 124; ++i) {
     if (is_missing(i)) {
       if (!std::isnan(cur[i]) || !std::isnan(volt[i]) || flags[i] != 0) ++bad;
     } else if (cur[i] != current_at(i) || volt[i] != voltage_at(i) || flags[i] != flags_at(i)) {
@@ -503,9 +506,9 @@ TEST_CASE("CaptureWriter: missing samples are NaN/0 and listed; calibration and 
   }
   CHECK(bad == 0);
   const auto gaps = read_gaps(f.get());
-  REQUIRE(gaps.size() == 5);
-  const std::array<GapRow, 5> want{
-      {{10, 5, 0}, {25, 3, 2}, {25, 55, 1}, {100, 17, 3}, {117, 1, 4}}};
+  REQUIRE(gaps.size() == 6);
+  const std::array<GapRow, 6> want{
+      {{10, 5, 0}, {25, 3, 2}, {25, 55, 1}, {100, 17, 3}, {117, 1, 4}, {120, 2, 5}}};
   for (std::size_t i = 0; i < want.size(); ++i) {
     CAPTURE(i);
     CHECK(gaps[i].first_index == want[i].first_index);
@@ -522,28 +525,28 @@ TEST_CASE("CaptureWriter: missing samples are NaN/0 and listed; calibration and 
   CHECK(cal[1].v[1] == 1e6);
   CHECK(read_1d<std::uint64_t>(f.get(), "/monitor/counters") ==
         std::vector<std::uint64_t>{78, 3, 1000, 2, 17, 2, 1});
-  CHECK(read_scalar<std::uint64_t>(f.get(), "/capture_state/samples_written") == 120);
+  CHECK(read_scalar<std::uint64_t>(f.get(), "/capture_state/samples_written") == 124);
   f.close();
 
   CHECK_PYTHON(dir.path, kPyPrelude + R"PY(
 with h5py.File(sys.argv[1], "r") as f:
     m = f["monitor"]
-    n = 120
+    n = 124
     cur, volt, flags = truth(n)
     missing = np.zeros(n, dtype=bool)
-    for a, b in [(10, 15), (25, 80), (100, 118)]:
+    for a, b in [(10, 15), (25, 80), (100, 118), (120, 122)]:
         missing[a:b] = True
     c, v, fl = m["current"][:], m["voltage"][:], m["flags"][:]
-    assert np.isnan(c).sum() == missing.sum() == 78
+    assert np.isnan(c).sum() == missing.sum() == 80
     assert np.all(np.isnan(c[missing])) and np.all(np.isnan(v[missing])) and np.all(fl[missing] == 0)
     assert np.array_equal(c[~missing], cur[~missing]) and np.array_equal(v[~missing], volt[~missing])
     assert np.array_equal(fl[~missing], flags[~missing])
     g = m["gaps"][:]
     assert [tuple(int(x) for x in r) for r in g] == [(10, 5, 0), (25, 3, 2), (25, 55, 1),
-                                                     (100, 17, 3), (117, 1, 4)], g
+                                                     (100, 17, 3), (117, 1, 4), (120, 2, 5)], g
     names = list(m["gaps"].attrs["kind_names"])
     assert [names[k] for k in g["kind"]] == ["missing", "duplicate_dropped", "missing_wrapped",
-                                              "ring_overflow", "resync"]
+                                              "ring_overflow", "resync", "uncalibrated"]
     cal = m["calibration"][:]
     assert list(cal["sample_index"]) == [0, 50]
     assert list(cal["fine_zero"]) == [1.5, -1.25] and list(cal["fine_ref"]) == [2.5, 1e6]

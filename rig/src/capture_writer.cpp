@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
@@ -30,7 +31,7 @@ constexpr std::uint64_t kTableChunkRows = 1024;
 constexpr std::uint64_t kMaxChunkSamples = std::uint64_t{1} << 24;
 constexpr std::array<std::string_view, 4> kReservedInMonitor = {"gaps", "calibration", "counters",
                                                                 "status_at_start"};
-constexpr std::uint8_t kMaxGapKind = static_cast<std::uint8_t>(GapKind::resync);
+constexpr std::uint8_t kMaxGapKind = kGapKindCount - 1;
 
 std::shared_ptr<spdlog::logger> logger() {
   static const std::shared_ptr<spdlog::logger> log = [] {
@@ -180,8 +181,6 @@ struct Table {
   std::uint64_t rows_on_disk = 0;
 };
 
-}  // namespace
-
 /// One sample channel: its dataset and a one-chunk buffer of its element type.
 struct Channel {
   std::string name;
@@ -190,6 +189,8 @@ struct Channel {
   std::vector<float> f32;
   std::vector<std::uint8_t> u8;
 };
+
+}  // namespace
 
 struct CaptureWriter::Impl {
   std::filesystem::path path;
@@ -424,8 +425,7 @@ Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
     return {};
   };
   if (auto r = make_table(gaps, "gaps", gap_file_type(), gap_mem_type()); !r) return r;
-  static const std::vector<std::string> kind_names = {
-      "missing", "missing_wrapped", "duplicate_dropped", "ring_overflow", "resync"};
+  const std::vector<std::string> kind_names(std::begin(kGapKindNames), std::end(kGapKindNames));
   if (auto r = h5::write_string_array_attribute(gaps.dset.get(), "kind_names", kind_names); !r) {
     return r;
   }

@@ -2,6 +2,7 @@
 #include "meltrig/rig/h5_file.hpp"
 
 #include <array>
+#include <type_traits>
 #include <vector>
 
 namespace meltrig::rig::h5 {
@@ -122,19 +123,24 @@ Result<void> write_attribute(hid_t obj, const std::string& name, const Attribute
   silence_errors();
   Dataspace space{H5Screate(H5S_SCALAR)};
   if (!space.valid()) return h5_error(obj, "cannot make a dataspace for attribute " + name, "");
-  if (const auto* text = std::get_if<std::string>(&value)) {
-    auto type = vlen_string_type();
-    if (!type) return type.error();
-    const char* ptr = text->c_str();
-    return create_and_write_attribute(obj, name, type->get(), type->get(), space.get(), &ptr);
-  }
-  if (const auto* real = std::get_if<double>(&value)) {
-    return create_and_write_attribute(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, space.get(),
-                                      real);
-  }
-  const auto& integer = std::get<std::int64_t>(value);
-  return create_and_write_attribute(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, space.get(),
-                                    &integer);
+  return std::visit(
+      [&](const auto& v) -> Result<void> {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          auto type = vlen_string_type();
+          if (!type) return type.error();
+          const char* ptr = v.c_str();
+          return create_and_write_attribute(obj, name, type->get(), type->get(), space.get(), &ptr);
+        } else if constexpr (std::is_same_v<T, double>) {
+          return create_and_write_attribute(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                                            space.get(), &v);
+        } else {
+          static_assert(std::is_same_v<T, std::int64_t>, "new AttributeValue type: store it here");
+          return create_and_write_attribute(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, space.get(),
+                                            &v);
+        }
+      },
+      value);
 }
 
 Result<void> write_string_array_attribute(hid_t obj, const std::string& name,

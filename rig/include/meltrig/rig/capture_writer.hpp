@@ -27,6 +27,9 @@
 //   rows past that count may still read as fill values. Trust `samples_written`.
 // - `state` == 0 in a closed file means the capture did not end cleanly (crash, kill, or the writer
 //   was destroyed without finish()); everything up to `samples_written` is valid.
+// - After a crash (no clean close) HDF5 refuses a plain open ("file is already open for write (may
+//   use <h5clear file> ...)"): open with SWMR read (h5py `swmr=True`), or run `h5clear -s <file>`
+//   once, after which any reader opens it.
 // - Strings in attributes are variable-length UTF-8 (h5py gives `str`); `end_reason` is fixed
 //   length (h5py gives `bytes`; strip trailing NULs and decode as UTF-8).
 // clang-format on
@@ -59,16 +62,15 @@ struct ChannelSpec {
 
 /// Everything fixed when the file is created (SWMR forbids adding objects or attributes later).
 struct CaptureLayout {
-  std::vector<Attribute> root_attributes;  ///< e.g. meltrig_version, host clocks at start
-  std::string monitor = "monitor";         ///< group name for the monitor
-  std::vector<Attribute>
-      monitor_attributes;                  ///< driver, port, serial_number, firmware_version, ...
-  std::vector<Attribute> status_at_start;  ///< device status, as attributes of status_at_start
-  double sample_rate_hz = 0.0;             ///< nominal rate; t = sample_index / sample_rate_hz
-  std::vector<ChannelSpec> channels;       ///< at least one
-  std::uint64_t chunk_samples = 16384;     ///< HDF5 chunk and write size, in samples
-  unsigned deflate_level = 4;              ///< 0 = uncompressed, 1..9 = gzip (with shuffle)
-  std::vector<std::string> counter_names;  ///< e.g. missing_samples, duplicate_samples, ...
+  std::vector<Attribute> root_attributes;     ///< e.g. meltrig_version, host clocks at start
+  std::string monitor = "monitor";            ///< group name for the monitor
+  std::vector<Attribute> monitor_attributes;  ///< driver, port, serial_number, ...
+  std::vector<Attribute> status_at_start;     ///< device status, as attributes of status_at_start
+  double sample_rate_hz = 0.0;                ///< nominal rate; t = sample_index / sample_rate_hz
+  std::vector<ChannelSpec> channels;          ///< at least one
+  std::uint64_t chunk_samples = 16384;        ///< HDF5 chunk and write size, in samples
+  unsigned deflate_level = 4;                 ///< 0 = uncompressed, 1..9 = gzip (with shuffle)
+  std::vector<std::string> counter_names;     ///< e.g. missing_samples, duplicate_samples, ...
 };
 
 /// One row of /<monitor>/gaps.
@@ -140,7 +142,8 @@ class CaptureWriter {
   Result<void> set_counters(std::span<const std::uint64_t> values);
 
   /// Writes buffered samples, gaps, calibration rows and counters, flushes every dataset, then
-  /// updates /capture_state/samples_written. Call at least once a second.
+  /// updates /capture_state/samples_written and flushes the file (so the superblock's end of file
+  /// covers the data after a crash). Call at least once a second.
   Result<void> flush();
 
   /// Flushes, records `state` (not running) and `reason`, and closes the file. Further calls

@@ -11,10 +11,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
 #include "meltrig/fw/result.hpp"
+#include "meltrig/rig/dataset_types.hpp"
 
 namespace meltrig::rig::h5 {
 
@@ -77,30 +79,21 @@ std::string object_path(hid_t loc, std::string_view name);
 
 /// The native (in-memory) HDF5 type of T; predefined, never closed.
 template <typename T>
-hid_t native_type();
-template <>
-inline hid_t native_type<float>() {
-  return H5T_NATIVE_FLOAT;
-}
-template <>
-inline hid_t native_type<double>() {
-  return H5T_NATIVE_DOUBLE;
-}
-template <>
-inline hid_t native_type<std::uint8_t>() {
-  return H5T_NATIVE_UINT8;
-}
-template <>
-inline hid_t native_type<std::int8_t>() {
-  return H5T_NATIVE_INT8;
-}
-template <>
-inline hid_t native_type<std::uint64_t>() {
-  return H5T_NATIVE_UINT64;
-}
-template <>
-inline hid_t native_type<std::int64_t>() {
-  return H5T_NATIVE_INT64;
+hid_t native_type() {
+  if constexpr (std::is_same_v<T, float>) {
+    return H5T_NATIVE_FLOAT;
+  } else if constexpr (std::is_same_v<T, double>) {
+    return H5T_NATIVE_DOUBLE;
+  } else if constexpr (std::is_same_v<T, std::uint8_t>) {
+    return H5T_NATIVE_UINT8;
+  } else if constexpr (std::is_same_v<T, std::int8_t>) {
+    return H5T_NATIVE_INT8;
+  } else if constexpr (std::is_same_v<T, std::uint64_t>) {
+    return H5T_NATIVE_UINT64;
+  } else {
+    static_assert(std::is_same_v<T, std::int64_t>, "native_type: add this type");
+    return H5T_NATIVE_INT64;
+  }
 }
 
 /// Creates a new file (fails if it exists) with libver bounds latest/latest, as SWMR requires.
@@ -110,7 +103,7 @@ Result<File> create_file(const std::filesystem::path& path);
 Result<Group> create_group(hid_t loc, const std::string& name);
 
 /// One attribute value: a UTF-8 string (stored variable-length), a double or an int64.
-using AttributeValue = std::variant<std::string, double, std::int64_t>;
+using AttributeValue = rig::AttributeValue;
 
 /// Writes a scalar attribute on object `obj`.
 Result<void> write_attribute(hid_t obj, const std::string& name, const AttributeValue& value);
