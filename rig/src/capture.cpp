@@ -14,11 +14,35 @@
 namespace meltrig::rig {
 namespace {
 
+// Channel storage of one ring slot: enough for every driver's channels.
+constexpr std::size_t kMaxF32Channels = 4;
+constexpr std::size_t kMaxU8Channels = 2;
+
 struct Block {
   std::uint64_t first_index = 0;
   std::uint32_t count = 0;
-  std::array<float, kBlockSamples> current{};
-  std::array<float, kBlockSamples> voltage{};
+  std::array<std::array<float, kBlockSamples>, kMaxF32Channels> f32{};
+  std::array<std::array<std::uint8_t, kBlockSamples>, kMaxU8Channels> u8{};
+};
+
+/// Where each channel lives in a Block: (type, slot).
+struct ChannelSlots {
+  std::vector<std::pair<SampleType, std::size_t>> slots;
+  static Result<ChannelSlots> of(const std::vector<ChannelSpec>& channels) {
+    ChannelSlots cs;
+    std::size_t nf = 0, nu = 0;
+    for (const auto& c : channels) {
+      cs.slots.emplace_back(c.type, c.type == SampleType::f32 ? nf++ : nu++);
+    }
+    if (channels.empty() || nf > kMaxF32Channels || nu > kMaxU8Channels) {
+      return make_error(Errc::invalid_argument, "monitor declares " + std::to_string(nf) +
+                                                    " float and " + std::to_string(nu) +
+                                                    " uint8 channels; a capture holds 1.." +
+                                                    std::to_string(kMaxF32Channels) + " and 0.." +
+                                                    std::to_string(kMaxU8Channels));
+    }
+    return cs;
+  }
 };
 
 std::string iso8601_utc(std::int64_t unix_ns) {
@@ -36,18 +60,20 @@ std::string iso8601_utc(std::int64_t unix_ns) {
 /// Everything the reader thread shares with the others.
 class Pipeline final : public SampleSink {
  public:
-  Pipeline(std::size_t ring_blocks, const Clock& clock) : ring_(ring_blocks), clock_(clock) {}
+  Pipeline(std::size_t ring_blocks, const Clock& clock, ChannelSlots slots)
+      : ring_(ring_blocks), clock_(clock), slots_(std::move(slots)) {}
 
   // --- reader side (SampleSink) ---
-  void samples(std::uint64_t first, std::span<const float> cur,
-               std::span<const float> volt) override {
-    for (std::size_t done = 0; done < cur.size();) {
+  void samples(std::uint64_t first, std::span<const ChannelData> cols) override {
+    assert(cols.size() == slots_.slots.size());
+    const std::size_t total = std::visit([](auto s) { return s.size(); }, cols[0]);
+    for (std::size_t done = 0; done < total;) {
       if (!open_ || open_->first_index + open_->count != first + done ||
           open_->count == kBlockSamples) {
         publish();
         open_ = ring_.try_acquire();
         if (!open_) {  // ring full: drop this piece, count it, and say where
-          std::size_t n = std::min(cur.size() - done, kBlockSamples);
+          std::size_t n = std::min(total - done, kBlockSamples);
           overflow(first + done, n);
           done += n;
           continue;
@@ -55,11 +81,17 @@ class Pipeline final : public SampleSink {
         open_->first_index = first + done;
         open_->count = 0;
       }
-      std::size_t n = std::min(cur.size() - done, kBlockSamples - open_->count);
-      std::copy_n(cur.begin() + static_cast<std::ptrdiff_t>(done), n,
-                  open_->current.begin() + open_->count);
-      std::copy_n(volt.begin() + static_cast<std::ptrdiff_t>(done), n,
-                  open_->voltage.begin() + open_->count);
+      std::size_t n = std::min(total - done, kBlockSamples - open_->count);
+      for (std::size_t c = 0; c < cols.size(); ++c) {
+        auto [type, slot] = slots_.slots[c];
+        if (type == SampleType::f32) {
+          auto src = std::get<std::span<const float>>(cols[c]).subspan(done, n);
+          std::copy(src.begin(), src.end(), open_->f32[slot].begin() + open_->count);
+        } else {
+          auto src = std::get<std::span<const std::uint8_t>>(cols[c]).subspan(done, n);
+          std::copy(src.begin(), src.end(), open_->u8[slot].begin() + open_->count);
+        }
+      }
       open_->count += static_cast<std::uint32_t>(n);
       done += n;
     }
@@ -111,6 +143,9 @@ class Pipeline final : public SampleSink {
   Block* open_ = nullptr;
   std::int64_t last_publish_ns_ = 0;
   const Clock& clock_;
+
+ public:
+  const ChannelSlots slots_;
 };
 
 /// Writer-thread state: statistics over valid samples.
@@ -136,9 +171,15 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
     layout.counter_names.emplace_back(c.name);
   layout.counter_names.emplace_back("ring_overflow_samples");
   layout.sample_rate_hz = info.nominal_rate_hz;
-  layout.channels = {
-      {"current", "A", SampleType::f32, "main-channel current; NaN where the sample is missing"},
-      {"voltage", "V", SampleType::f32, "main-channel voltage; NaN where the sample is missing"}};
+  auto slots = ChannelSlots::of(info.channels);
+  if (!slots) return slots.error();
+  layout.channels = info.channels;
+  const auto cur_slot = slots->slots.at(static_cast<std::size_t>(info.current_channel)).second;
+  const int volt_slot =
+      info.voltage_channel < 0
+          ? -1
+          : static_cast<int>(
+                slots->slots.at(static_cast<std::size_t>(info.voltage_channel)).second);
   const std::int64_t wall_ns = wall_clock_unix_ns();
   const std::int64_t steady_ns = opt.clock->now_ns();
   layout.root_attributes = {{"meltrig_version", std::string(MELTRIG_VERSION)},
@@ -169,7 +210,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   if (!created) return created.error();
   CaptureWriter writer = std::move(created.value());
 
-  Pipeline pipe(opt.ring_blocks, *opt.clock);
+  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()));
   std::atomic<bool> stop_reader{false};
   std::atomic<bool> reader_done{false};
   std::optional<Error> reader_error;
@@ -268,7 +309,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   };
 
   std::thread writer_thread([&] {
-    std::array<ChannelData, 2> cols;
+    std::vector<ChannelData> cols(pipe.slots_.slots.size());
     std::int64_t last_flush = opt.clock->now_ns();
     auto fail = [&](const Error& e) {
       writer_error = e;
@@ -285,8 +326,12 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
           fail(r.error());
           break;
         }
+        const float* cur = b->f32[cur_slot].data();
+        const float* volt =
+            volt_slot >= 0 ? b->f32[static_cast<std::size_t>(volt_slot)].data() : nullptr;
+        const auto fixed_v = static_cast<float>(info.fixed_voltage_v);
         for (std::uint32_t i = 0; i < b->count; ++i) {
-          float c = b->current[i], v = b->voltage[i];
+          float c = cur[i], v = volt ? volt[i] : fixed_v;
           if (std::isfinite(c) && std::isfinite(v)) {
             ++stats.valid;
             stats.sum_i += c;
@@ -294,8 +339,13 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
             stats.sum_p += static_cast<double>(c) * v;
           }
         }
-        cols[0] = std::span<const float>(b->current.data(), b->count);
-        cols[1] = std::span<const float>(b->voltage.data(), b->count);
+        for (std::size_t c = 0; c < cols.size(); ++c) {
+          auto [type, slot] = pipe.slots_.slots[c];
+          if (type == SampleType::f32)
+            cols[c] = std::span<const float>(b->f32[slot].data(), b->count);
+          else
+            cols[c] = std::span<const std::uint8_t>(b->u8[slot].data(), b->count);
+        }
         auto r = writer.append(SampleBlock{cols});
         pipe.ring_.pop();
         if (!r) {

@@ -20,6 +20,26 @@ std::shared_ptr<spdlog::logger> log() {
 
 LvpmMonitor::LvpmMonitor(Options opt) : opt_(std::move(opt)) {}
 
+std::vector<Candidate> LvpmMonitor::find(std::span<const fw::PortInfo> ports) {
+  std::vector<Candidate> out;
+  for (const auto& p : ports) {
+    if (p.usb_product == lv::kUsbDescription || p.description == lv::kUsbDescription) {
+      out.push_back({"lvpm", "lvpm:" + p.path, "USB product '" + p.usb_product + "'"});
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Monitor>> LvpmMonitor::make(const DeviceSpec& spec) {
+  if (!spec.options.empty()) {
+    return make_error(Errc::invalid_argument,
+                      "device spec \"" + spec.str() + "\": lvpm takes no options");
+  }
+  Options o;
+  o.port = spec.port;
+  return std::unique_ptr<Monitor>(new LvpmMonitor(o));
+}
+
 Result<void> LvpmMonitor::send(const std::vector<std::uint8_t>& bytes) {
   if (!port_) return make_error(Errc::port_gone, opt_.port + ": not open");
   return port_->write_all(bytes, opt_.io_timeout);
@@ -77,6 +97,9 @@ Result<MonitorInfo> LvpmMonitor::open() {
   info.nominal_rate_hz = s->sample_rate_hz();
   info.serial_number = std::to_string(s->serial_number);
   info.firmware_version = std::to_string(s->firmware_version);
+  info.channels = {
+      {"current", "A", SampleType::f32, "main-channel current; NaN where the sample is missing"},
+      {"voltage", "V", SampleType::f32, "main-channel voltage; NaN where the sample is missing"}};
   auto i = [](auto v) { return static_cast<std::int64_t>(v); };
   info.status = {
       {"firmware_version", i(s->firmware_version)},
@@ -178,7 +201,9 @@ void LvpmMonitor::emit(SampleSink& sink, const lv::PlacedPacket& placed,
     volt_[i] = static_cast<float>(
         lv::Calibrator::voltage_volts(p.samples[i].main_voltage, status_.hardware_revision));
   }
-  sink.samples(placed.first_index, std::span(cur_.data(), p.n), std::span(volt_.data(), p.n));
+  const std::array<ChannelData, 2> cols = {std::span<const float>(cur_.data(), p.n),
+                                           std::span<const float>(volt_.data(), p.n)};
+  sink.samples(placed.first_index, cols);
 }
 
 void LvpmMonitor::release(SampleSink& sink) {

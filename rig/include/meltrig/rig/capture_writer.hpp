@@ -49,17 +49,6 @@
 
 namespace meltrig::rig {
 
-/// Element type of a sample channel.
-enum class SampleType : std::uint8_t { f32, u8 };
-
-/// One sample channel: a dataset `/<monitor>/<name>`.
-struct ChannelSpec {
-  std::string name;  ///< dataset name, e.g. "current"; no '/', not a reserved name
-  std::string unit;  ///< e.g. "A", "V", "" for flags
-  SampleType type = SampleType::f32;
-  std::string description;  ///< one line for the reader
-};
-
 /// Everything fixed when the file is created (SWMR forbids adding objects or attributes later).
 struct CaptureLayout {
   std::vector<Attribute> root_attributes;     ///< e.g. meltrig_version, host clocks at start
@@ -91,9 +80,6 @@ struct CalibrationRow {
 
 /// Value of /capture_state/state. Stored in the file; never renumber.
 enum class CaptureState : std::int8_t { running = 0, complete = 1, failed = 2, interrupted = 3 };
-
-/// One channel's samples in a block; the alternative must match the channel's SampleType.
-using ChannelData = std::variant<std::span<const float>, std::span<const std::uint8_t>>;
 
 /// Samples for every channel, in layout order, all spans of equal length. Views only: the caller
 /// keeps the storage (e.g. a std::array<ChannelData, N> reused for every block).

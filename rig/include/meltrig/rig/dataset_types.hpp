@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <variant>
 
@@ -30,5 +31,19 @@ inline constexpr std::uint8_t kGapKindCount = 6;
 /// Stable names of the gap kinds, index = value.
 inline constexpr const char* kGapKindNames[kGapKindCount] = {
     "missing", "missing_wrapped", "duplicate_dropped", "ring_overflow", "resync", "uncalibrated"};
+
+/// Element type of a sample channel.
+enum class SampleType : std::uint8_t { f32, u8 };
+
+/// One sample channel: a dataset `/<monitor>/<name>`.
+struct ChannelSpec {
+  std::string name;  ///< dataset name, e.g. "current"; no '/', not a reserved name
+  std::string unit;  ///< e.g. "A", "V", "" for flags
+  SampleType type = SampleType::f32;
+  std::string description;  ///< one line for the reader
+};
+
+/// One channel's samples in a block; the alternative must match the channel's SampleType.
+using ChannelData = std::variant<std::span<const float>, std::span<const std::uint8_t>>;
 
 }  // namespace meltrig::rig

@@ -8,6 +8,7 @@
 #include "meltrig/fw/lvpm_protocol.hpp"
 #include "meltrig/fw/serial_port.hpp"
 #include "meltrig/rig/monitor.hpp"
+#include "meltrig/rig/registry.hpp"
 
 namespace meltrig::rig {
 
@@ -25,6 +26,11 @@ class LvpmMonitor final : public Monitor {
     const Clock* clock = &SteadyClock::instance();
   };
   explicit LvpmMonitor(Options opt);
+
+  /// Registry: USB serial ports whose product string is the LVPM's.
+  static std::vector<Candidate> find(std::span<const fw::PortInfo> ports);
+  /// Registry: "lvpm:PORT" (no options).
+  static Result<std::unique_ptr<Monitor>> make(const DeviceSpec& spec);
 
   Result<MonitorInfo> open() override;
   Result<void> configure(const MonitorConfig& cfg) override;

@@ -34,9 +34,9 @@ struct CalibrationEvent {
 class SampleSink {
  public:
   virtual ~SampleSink() = default;
-  /// Contiguous samples starting at `first_index` (amps, volts; NaN where a value is missing).
-  virtual void samples(std::uint64_t first_index, std::span<const float> current,
-                       std::span<const float> voltage) = 0;
+  /// Contiguous samples starting at `first_index`: one span per channel in MonitorInfo::channels
+  /// order, all the same length (NaN in float channels where a value is missing).
+  virtual void samples(std::uint64_t first_index, std::span<const ChannelData> columns) = 0;
   virtual void gap(const GapEvent& g) = 0;
   virtual void calibration(const CalibrationEvent& c) = 0;
 };
@@ -48,7 +48,11 @@ struct MonitorInfo {
   double nominal_rate_hz = 0;
   std::string serial_number;
   std::string firmware_version;
-  std::vector<Attribute> status;  ///< the device status as read at open
+  std::vector<Attribute> status;      ///< the device status as read at open
+  std::vector<ChannelSpec> channels;  ///< what SampleSink::samples() delivers, in order
+  int current_channel = 0;            ///< float channel in amps used for power
+  int voltage_channel = 1;            ///< float channel in volts, or -1: use fixed_voltage_v
+  double fixed_voltage_v = 0.0;       ///< supply voltage when no voltage channel is sampled
 };
 
 /// Settings applied before sampling starts.

@@ -1,0 +1,46 @@
+// Shared pieces of the meltrig command line: the interrupt flag, error reporting, the command
+// table, and the capture summary and live status line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "meltrig/rig/capture.hpp"
+
+namespace meltrig::cli {
+
+/// Set by SIGINT/SIGTERM; long-running commands poll it and return normally, so destructors
+/// (relay safe states, file closes) run on every exit path.
+extern std::atomic<bool> g_interrupted;
+
+/// Exit codes.
+inline constexpr int kOk = 0, kFailure = 1, kUsage = 2;
+
+/// Prints "meltrig: error: WHAT" to stderr; returns kFailure.
+int fail(const std::string& what);
+/// Prints a usage error; returns kUsage.
+int usage(const std::string& what);
+
+/// A subcommand and what to run when it was given.
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+using Commands = std::vector<Command>;
+
+/// Attributes every capture records about how it was started (the command line).
+const std::vector<rig::Attribute>& invocation_attributes();
+void set_invocation(int argc, char** argv);
+
+void print_summary(const rig::CaptureSummary& s);
+std::function<void(const rig::CaptureProgress&)> status_line(bool quiet);
+
+// Command registration, one function per command file.
+void add_capture(CLI::App& app, Commands& cmds);
+void add_demo(CLI::App& app, Commands& cmds);
+void add_emulate_lvpm(CLI::App& emulate, Commands& cmds);
+
+}  // namespace meltrig::cli
