@@ -2,6 +2,7 @@
 #include "meltrig/fw/lvpm_protocol.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 
@@ -157,7 +158,7 @@ Result<Command> parse_command(std::span<const std::uint8_t> p) {
     return c;
   }
   if (p.size() == 7 && p[0] == 0x02) return Command{Command::Kind::start, 0, 0};
-  if (p.size() == 2 && p[0] == 0x03) return Command{Command::Kind::stop, 0, 0};
+  if (p.size() == 2 && p[0] == 0x03 && p[1] == 0x00) return Command{Command::Kind::stop, 0, 0};
   return make_error(Errc::protocol_error,
                     "not an LVPM command (" + std::to_string(p.size()) + "-byte payload)");
 }
@@ -170,9 +171,10 @@ bool is_status_packet(std::span<const std::uint8_t> p) {
 
 Result<Status> parse_status(std::span<const std::uint8_t> p) {
   if (!is_status_packet(p)) {
-    return make_error(Errc::protocol_error,
-                      "not a status packet (" + std::to_string(p.size()) + " bytes, type 0x" +
-                          (p.empty() ? std::string("--") : std::to_string(p[0])) + ")");
+    char type[8] = "--";
+    if (!p.empty()) std::snprintf(type, sizeof type, "%02X", p[0]);
+    return make_error(Errc::protocol_error, "not a status packet (" + std::to_string(p.size()) +
+                                                " bytes, type 0x" + type + ")");
   }
   auto u8 = [&](std::size_t o) { return p[o]; };
   auto i8 = [&](std::size_t o) { return static_cast<std::int8_t>(p[o]); };
@@ -277,7 +279,9 @@ std::array<std::uint8_t, kStatusSize> encode_status(const Status& s) {
 // --- sample packets ----------------------------------------------------------------------------
 
 bool is_sample_packet(std::span<const std::uint8_t> p) {
-  if (p.size() < 5 || (p.size() - 5) % 8 != 0) return false;
+  if (p.size() < 5 || p.size() > 5 + 8 * kMaxSamplesPerPacket || (p.size() - 5) % 8 != 0) {
+    return false;
+  }
   if ((p[0] & 0xF0) != 0x20) return false;
   return p[1] <= 2;
 }
@@ -453,7 +457,7 @@ void SampleSequencer::push(std::uint8_t seq, bool is_data, std::uint8_t n, std::
   last_n_ = n;
   double r = residual(next_index_, arrival_ns);
 
-  double wrap = 16.0 * n;
+  double wrap = 16.0 * std::max<std::uint8_t>(n, 1);
   if (held_.empty() && !(r - floor() > 0.5 * wrap)) {
     ready_.push_back(p);
     floor_push(arrival_ns, r);
@@ -476,7 +480,7 @@ void SampleSequencer::commit_front(std::size_t count, std::uint64_t shift) {
 void SampleSequencer::decide(bool at_end) {
   if (held_.empty()) return;
   const double fl = floor();
-  const double wrap = 16.0 * held_.back().p.n;
+  const double wrap = 16.0 * std::max<std::uint8_t>(held_.back().p.n, 1);
   if (held_.back().residual - fl <= 0.5 * wrap) {
     // Back down to the latency floor: the elevated packets were a late burst after a host stall.
     ++counters_.stalls_absorbed;

@@ -101,7 +101,8 @@ class Pipeline final : public SampleSink {
   }
   void gap(const GapEvent& g) override {
     std::lock_guard lk(mu_);
-    gaps_.push_back(g);
+    // Dropped duplicates cover no rows: they are recorded, not filled.
+    (g.kind == GapKind::duplicate_dropped ? notes_ : gaps_).push_back(g);
   }
   void calibration(const CalibrationEvent& c) override {
     std::lock_guard lk(mu_);
@@ -134,7 +135,8 @@ class Pipeline final : public SampleSink {
   // --- writer side ---
   SpscRing<Block> ring_;
   std::mutex mu_;
-  std::deque<GapEvent> gaps_;
+  std::deque<GapEvent> gaps_;   ///< holes in the index space, in index order
+  std::deque<GapEvent> notes_;  ///< gap rows that cover no samples (duplicates dropped)
   std::deque<CalibrationEvent> cals_;
   std::vector<Counter> counters_;
   std::atomic<std::uint64_t> overflow_samples_{0};
@@ -253,6 +255,11 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
 
   auto write_events = [&]() -> Result<void> {
     std::lock_guard lk(pipe.mu_);
+    while (!pipe.notes_.empty()) {
+      const auto& g = pipe.notes_.front();
+      if (auto r = writer.add_gap({g.first_index, g.count, g.kind}); !r) return r;
+      pipe.notes_.pop_front();
+    }
     while (!pipe.cals_.empty()) {
       const auto& c = pipe.cals_.front();
       if (auto r = writer.add_calibration(

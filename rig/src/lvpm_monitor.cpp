@@ -180,7 +180,19 @@ void LvpmMonitor::on_payload(std::span<const std::uint8_t> payload, std::int64_t
     return;
   }
   bool is_data = p->type == lv::PacketType::data;
-  if (!is_data) calibrator_.add(*p);
+  if (is_data) {
+    if (payload.size() == last_data_len_ &&
+        std::equal(payload.begin(), payload.end(), last_data_.begin())) {
+      // Same sequence number and same bytes as the packet before: a duplicate, not 15 lost.
+      duplicate_samples_ += p->n;
+      pending_duplicates_.push_back({sequencer_->next_index(), p->n, GapKind::duplicate_dropped});
+      return;
+    }
+    std::copy(payload.begin(), payload.end(), last_data_.begin());
+    last_data_len_ = payload.size();
+  } else {
+    calibrator_.add(*p);
+  }
   if (is_data && p->n == 0) is_data = false;  // carries no samples: nothing to place
   sequencer_->push(p->seq, is_data, p->n, arrival_ns, next_tag_);
   if (is_data) {
@@ -207,6 +219,9 @@ void LvpmMonitor::emit(SampleSink& sink, const lv::PlacedPacket& placed,
 }
 
 void LvpmMonitor::release(SampleSink& sink) {
+  for (const auto& g : pending_duplicates_)
+    sink.gap(g);
+  pending_duplicates_.clear();
   sequencer_->drain([&](const lv::PlacedPacket& placed) {
     assert(placed.tag == front_tag_ && !packets_.empty());
     lv::SamplePacket p = packets_.front();
@@ -292,6 +307,7 @@ std::vector<Counter> LvpmMonitor::counters() const {
       {"wrap_lost_samples", s.wrap_lost},
       {"stalls_absorbed", s.stalls_absorbed},
       {"uncalibrated_samples", uncalibrated_samples_},
+      {"duplicate_samples", duplicate_samples_},
       {"discarded_bytes", f.discarded_bytes},
       {"checksum_errors", f.checksum_errors},
       {"implausible_frames", f.implausible},

@@ -46,7 +46,8 @@ FrameScan scan_frame(std::span<const std::uint8_t> buf);
 struct FramingCounters {
   std::uint64_t frames = 0;
   std::uint64_t empty_frames = 0;     ///< L = 0
-  std::uint64_t checksum_errors = 0;  ///< resync events caused by a bad checksum
+  std::uint64_t checksum_errors = 0;  ///< positions where a frame's checksum failed (each
+                                      ///< costs one discarded byte while resynchronising)
   std::uint64_t implausible = 0;      ///< checksum passed but content made no sense
   std::uint64_t discarded_bytes = 0;  ///< bytes skipped while resynchronising
 };

@@ -65,6 +65,11 @@ class LvpmMonitor final : public Monitor {
   std::uint64_t cal_generation_emitted_ = 0;
   std::uint64_t uncalibrated_samples_ = 0;
   std::uint64_t unexpected_packets_ = 0;
+  // The last data packet's bytes: a repeat with the same sequence number is a duplicate.
+  std::array<std::uint8_t, fw::lvpm::kMaxPayload> last_data_{};
+  std::size_t last_data_len_ = 0;
+  std::uint64_t duplicate_samples_ = 0;
+  std::vector<GapEvent> pending_duplicates_;
   std::array<float, fw::lvpm::kMaxSamplesPerPacket> cur_{}, volt_{};
 };
 
