@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   Commands cmds;
   add_capture(app, cmds);
   add_demo(app, cmds);
+  add_bench(app, cmds);
+  add_devices(app, cmds);
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
   emulate->require_subcommand(1);
   add_emulate_lvpm(*emulate, cmds);
