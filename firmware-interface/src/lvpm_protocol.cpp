@@ -375,6 +375,16 @@ double Calibrator::current_amps(std::int16_t raw) const {
   return (raw - fz_) * fine_scale_;
 }
 
+void Calibrator::convert(const SamplePacket& p, std::uint8_t hardware_revision,
+                         std::span<float> amps, std::span<float> volts) const {
+  assert(amps.size() >= p.n && volts.size() >= p.n);
+  const double lsb = hardware_revision == 1 ? 62.5e-6 : 125e-6;
+  for (std::size_t i = 0; i < p.n; ++i) {
+    amps[i] = static_cast<float>(current_amps(p.samples[i].main_current));
+    volts[i] = static_cast<float>((p.samples[i].main_voltage & ~3u) * lsb);
+  }
+}
+
 double Calibrator::voltage_volts(std::uint16_t raw, std::uint8_t hardware_revision) {
   double lsb = hardware_revision == 1 ? 62.5e-6 : 125e-6;
   return (raw & ~3u) * lsb;
@@ -458,7 +468,7 @@ void SampleSequencer::push(std::uint8_t seq, bool is_data, std::uint8_t n, std::
   double r = residual(next_index_, arrival_ns);
 
   double wrap = 16.0 * std::max<std::uint8_t>(n, 1);
-  if (held_.empty() && !(r - floor() > 0.5 * wrap)) {
+  if (held_.empty() && (!cfg_.infer_wraps || !(r - floor() > 0.5 * wrap))) {
     ready_.push_back(p);
     floor_push(arrival_ns, r);
     return;

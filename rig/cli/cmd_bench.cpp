@@ -1,13 +1,21 @@
 // meltrig bench: benchmark programs that print figures (timing goals live here, never in tests).
-//   meltrig bench decode   samples per second per decoder on one core
+//   meltrig bench decode    samples per second per decoder on one core
+//   meltrig bench ingest    synthetic source -> decode -> ring -> compressed HDF5, vs raw write()
+//   meltrig bench longrun   a long capture on an accelerated clock, tracking resident memory
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <vector>
 
 #include "cli_common.hpp"
 #include "meltrig/fw/lvpm_protocol.hpp"
+#include "meltrig/rig/synthetic_monitor.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -91,6 +99,182 @@ int run_decode() {
   return kOk;
 }
 
+/// Resident memory now and at its peak (kB), from /proc/self/status.
+std::pair<long, long> rss_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  long rss = 0, hwm = 0;
+  while (in >> key) {
+    if (key == "VmRSS:")
+      in >> rss;
+    else if (key == "VmHWM:")
+      in >> hwm;
+  }
+  return {rss, hwm};
+}
+
+Result<void> fsync_path(const std::filesystem::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd < 0) return make_error(Errc::file_error, p.string() + ": cannot open to fsync");
+  int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) return make_error(Errc::file_error, p.string() + ": fsync failed");
+  return {};
+}
+
+struct IngestArgs {
+  std::string dir = ".";
+  std::uint64_t samples = 100'000'000;
+  double rate = 1e6;
+};
+
+/// The capture pipeline at full speed, then plain write() of the same wire bytes; both timed
+/// until the data is on disk (fsync), since page-cache speed is not what a long capture gets.
+int run_ingest(const IngestArgs& a) {
+  namespace fs = std::filesystem;
+  fs::path dir = a.dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  auto h5 = dir / "meltrig-bench-ingest.h5";
+  auto raw = dir / "meltrig-bench-ingest.raw";
+  fs::remove(h5, ec);
+  fs::remove(raw, ec);
+
+  rig::SyntheticMonitor::Options so;
+  so.rate_hz = a.rate;
+  so.paced = false;
+  so.max_samples = a.samples;
+  rig::SyntheticMonitor src(so);
+  auto info = src.open();
+  if (!info) return fail(info.error().describe());
+  rig::CaptureOptions opt;
+  opt.output = h5;
+  opt.duration_s = 0;
+  opt.wait_when_full = true;  // measure throughput, not how fast a full ring can drop
+  opt.interrupt = &g_interrupted;
+  auto t0 = std::chrono::steady_clock::now();
+  auto s = rig::run_capture(src, *info, opt);
+  if (!s) return fail(s.error().describe());
+  if (s->failure) return fail(s->failure->describe());
+  if (auto r = fsync_path(h5); !r) return fail(r.error().describe());
+  double t_ingest = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::uint64_t wire_bytes = src.bytes_decoded();
+  const auto file_bytes = fs::file_size(h5, ec);
+
+  // Plain write() of the same number of wire bytes, in 1 MiB writes, then fsync.
+  const auto& cycle = src.cycle_bytes();
+  std::vector<std::uint8_t> block(1 << 20);
+  for (std::size_t i = 0; i < block.size(); ++i)
+    block[i] = cycle[i % cycle.size()];
+  int fd = ::open(raw.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return fail(raw.string() + ": cannot create");
+  t0 = std::chrono::steady_clock::now();
+  for (std::uint64_t left = wire_bytes; left > 0;) {
+    auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, block.size()));
+    ssize_t w = ::write(fd, block.data(), n);
+    if (w <= 0) {
+      ::close(fd);
+      return fail(raw.string() + ": write failed");
+    }
+    left -= static_cast<std::uint64_t>(w);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  double t_raw = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const double n = static_cast<double>(s->samples);
+  const double mb = static_cast<double>(wire_bytes) / 1e6;
+  std::printf(
+      "ingest benchmark: %llu samples (%.0f Hz time base), %.1f MB of LVPM-framed wire bytes, in "
+      "%s\n",
+      static_cast<unsigned long long>(s->samples), a.rate, mb, dir.c_str());
+  std::printf(
+      "  pipeline (decode, ring, HDF5 + summaries, fsync): %7.2f s %8.1f M samples/s %8.1f MB/s\n",
+      t_ingest, n / t_ingest / 1e6, mb / t_ingest);
+  std::printf(
+      "  raw write() of the same bytes (fsync):            %7.2f s %8.1f M samples/s %8.1f MB/s\n",
+      t_raw, n / t_raw / 1e6, mb / t_raw);
+  std::printf("  ratio pipeline / raw write: %.2f\n", t_raw / t_ingest);
+  std::printf("  HDF5 file %.1f MB (%.2f bytes/sample); samples lost: %llu\n",
+              static_cast<double>(file_bytes) / 1e6, static_cast<double>(file_bytes) / n,
+              static_cast<unsigned long long>(s->samples - s->valid_samples));
+  std::printf("  peak resident memory: %.1f MiB\n", static_cast<double>(rss_kb().second) / 1024.0);
+  fs::remove(h5, ec);
+  fs::remove(raw, ec);
+  return kOk;
+}
+
+struct LongrunArgs {
+  std::string dir = ".";
+  double rate = 5000;
+  double hours = 24;
+  double speed = 0;  ///< 0: unpaced (as fast as the pipeline goes)
+  bool keep = false;
+};
+
+/// A long capture from the synthetic source, on an accelerated clock (or unpaced), printing
+/// resident memory as it goes: it must stay flat, whatever the length.
+int run_longrun(const LongrunArgs& a) {
+  namespace fs = std::filesystem;
+  fs::path out = fs::path(a.dir) / "meltrig-bench-longrun.h5";
+  std::error_code ec;
+  fs::create_directories(a.dir, ec);
+  fs::remove(out, ec);
+  const double seconds = a.hours * 3600.0;
+  const auto samples = static_cast<std::uint64_t>(seconds * a.rate);
+  VirtualClock vclock(a.speed > 0 ? a.speed : 1.0);
+  rig::SyntheticMonitor::Options so;
+  so.rate_hz = a.rate;
+  so.paced = a.speed > 0;
+  so.max_samples = samples;
+  so.clock = &vclock;
+  rig::SyntheticMonitor src(so);
+  auto info = src.open();
+  if (!info) return fail(info.error().describe());
+  rig::CaptureOptions opt;
+  opt.output = out;
+  opt.duration_s = 0;                 // the source ends after `samples`
+  opt.wait_when_full = a.speed <= 0;  // an unpaced source waits for the writer
+  opt.clock = &vclock;
+  opt.interrupt = &g_interrupted;
+  // Every 2 s of wall time; the interval is measured on the (virtual) capture clock.
+  opt.progress_interval =
+      std::chrono::milliseconds(static_cast<long>(2000 * std::max(1.0, a.speed)));
+  std::printf("long run: %.1f h at %.0f Hz = %llu samples, %s, into %s\n", a.hours, a.rate,
+              static_cast<unsigned long long>(samples),
+              a.speed > 0 ? ("virtual clock x" + std::to_string(static_cast<long>(a.speed))).c_str()
+                          : "unpaced",
+              out.c_str());
+  std::printf("  %10s %14s %10s %10s\n", "wall s", "samples", "RSS MiB", "peak MiB");
+  auto t0 = std::chrono::steady_clock::now();
+  long first_rss = 0, max_rss = 0;
+  opt.on_progress = [&](const rig::CaptureProgress& p) {
+    auto [rss, hwm] = rss_kb();
+    if (!first_rss) first_rss = rss;
+    max_rss = std::max(max_rss, rss);
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("  %10.1f %14llu %10.1f %10.1f\n", wall, static_cast<unsigned long long>(p.samples),
+                static_cast<double>(rss) / 1024.0, static_cast<double>(hwm) / 1024.0);
+    std::fflush(stdout);
+  };
+  auto s = rig::run_capture(src, *info, opt);
+  if (!s) return fail(s.error().describe());
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto [rss, hwm] = rss_kb();
+  std::printf("  done: %llu samples in %.1f s wall (%.1f M samples/s); file %.2f GB; state %s\n",
+              static_cast<unsigned long long>(s->samples), wall,
+              static_cast<double>(s->samples) / wall / 1e6,
+              static_cast<double>(fs::file_size(out, ec)) / 1e9,
+              s->failure ? s->failure->describe().c_str() : s->end_reason.c_str());
+  std::printf(
+      "  resident memory: first sample %.1f MiB, max sampled %.1f MiB, peak (VmHWM) %.1f MiB\n",
+      static_cast<double>(first_rss) / 1024.0, static_cast<double>(max_rss) / 1024.0,
+      static_cast<double>(hwm) / 1024.0);
+  (void)rss;
+  if (!a.keep) fs::remove(out, ec);
+  return s->failure ? kFailure : kOk;
+}
+
 }  // namespace
 
 void add_bench(CLI::App& app, Commands& cmds) {
@@ -98,6 +282,26 @@ void add_bench(CLI::App& app, Commands& cmds) {
   bench->require_subcommand(1);
   auto* decode = bench->add_subcommand("decode", "samples per second per decoder on one core");
   cmds.push_back({decode, [] { return run_decode(); }});
+
+  auto ia = std::make_shared<IngestArgs>();
+  auto* ingest = bench->add_subcommand(
+      "ingest", "synthetic source -> decode -> ring -> compressed HDF5, against raw write()");
+  ingest->add_option("--dir", ia->dir, "directory for the test files")->capture_default_str();
+  ingest->add_option("--samples", ia->samples, "samples to capture")->capture_default_str();
+  ingest->add_option("--rate", ia->rate, "time-base rate, Hz")->capture_default_str();
+  cmds.push_back({ingest, [ia] { return run_ingest(*ia); }});
+
+  auto la = std::make_shared<LongrunArgs>();
+  auto* longrun = bench->add_subcommand(
+      "longrun", "a long capture on an accelerated clock, printing resident memory");
+  longrun->add_option("--dir", la->dir, "directory for the capture file")->capture_default_str();
+  longrun->add_option("--rate", la->rate, "sample rate, Hz")->capture_default_str();
+  longrun->add_option("--hours", la->hours, "capture length in hours of device time")
+      ->capture_default_str();
+  longrun->add_option("--speed", la->speed, "virtual clock speed-up; 0 = unpaced")
+      ->capture_default_str();
+  longrun->add_flag("--keep", la->keep, "keep the capture file");
+  cmds.push_back({longrun, [la] { return run_longrun(*la); }});
 }
 
 }  // namespace meltrig::cli

@@ -60,8 +60,14 @@ std::string iso8601_utc(std::int64_t unix_ns) {
 /// Everything the reader thread shares with the others.
 class Pipeline final : public SampleSink {
  public:
-  Pipeline(std::size_t ring_blocks, const Clock& clock, ChannelSlots slots)
-      : ring_(ring_blocks), clock_(clock), slots_(std::move(slots)) {}
+  Pipeline(std::size_t ring_blocks, const Clock& clock, ChannelSlots slots, bool wait_when_full)
+      : ring_(ring_blocks),
+        wait_when_full_(wait_when_full),
+        clock_(clock),
+        slots_(std::move(slots)) {}
+
+  /// Set when the writer has failed: a waiting reader must not wait forever.
+  std::atomic<bool> abandon_{false};
 
   // --- reader side (SampleSink) ---
   void samples(std::uint64_t first, std::span<const ChannelData> cols) override {
@@ -72,6 +78,10 @@ class Pipeline final : public SampleSink {
           open_->count == kBlockSamples) {
         publish();
         open_ = ring_.try_acquire();
+        while (!open_ && wait_when_full_ && !abandon_.load(std::memory_order_relaxed)) {
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+          open_ = ring_.try_acquire();
+        }
         if (!open_) {  // ring full: drop this piece, count it, and say where
           std::size_t n = std::min(total - done, kBlockSamples);
           overflow(first + done, n);
@@ -134,6 +144,7 @@ class Pipeline final : public SampleSink {
 
   // --- writer side ---
   SpscRing<Block> ring_;
+  const bool wait_when_full_;
   std::mutex mu_;
   std::deque<GapEvent> gaps_;   ///< holes in the index space, in index order
   std::deque<GapEvent> notes_;  ///< gap rows that cover no samples (duplicates dropped)
@@ -212,10 +223,11 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   if (!created) return created.error();
   CaptureWriter writer = std::move(created.value());
 
-  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()));
+  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()), opt.wait_when_full);
   std::atomic<bool> stop_reader{false};
   std::atomic<bool> reader_done{false};
   std::optional<Error> reader_error;
+  std::string source_finished;
   std::optional<Error> writer_error;
   std::atomic<bool> writer_failed{false};
 
@@ -235,7 +247,11 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
       auto r = monitor.poll(pipe, std::chrono::milliseconds(50));
       pipe.snapshot_counters(monitor.counters());
       if (!r) {
-        reader_error = r.error();
+        // A finite source (a replay, a synthetic run) ends with `cancelled`: a normal end.
+        if (r.error().code == Errc::cancelled)
+          source_finished = r.error().message;
+        else
+          reader_error = r.error();
         break;
       }
     }
@@ -321,6 +337,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
     auto fail = [&](const Error& e) {
       writer_error = e;
       writer_failed = true;
+      pipe.abandon_ = true;
     };
     while (true) {
       Block* b = pipe.ring_.front();
@@ -431,6 +448,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   reader.join();
   writer_thread.join();
 
+  if (!source_finished.empty() && state == CaptureState::complete) reason = source_finished;
   if (reader_error) {
     state = CaptureState::failed;
     reason = reader_error->describe();

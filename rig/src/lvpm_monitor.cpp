@@ -208,11 +208,7 @@ void LvpmMonitor::emit(SampleSink& sink, const lv::PlacedPacket& placed,
     auto v = calibrator_.values();
     sink.calibration({placed.first_index, v.fine_zero, v.fine_ref, v.coarse_zero, v.coarse_ref});
   }
-  for (std::size_t i = 0; i < p.n; ++i) {
-    cur_[i] = static_cast<float>(calibrator_.current_amps(p.samples[i].main_current));
-    volt_[i] = static_cast<float>(
-        lv::Calibrator::voltage_volts(p.samples[i].main_voltage, status_.hardware_revision));
-  }
+  calibrator_.convert(p, status_.hardware_revision, cur_, volt_);
   const std::array<ChannelData, 2> cols = {std::span<const float>(cur_.data(), p.n),
                                            std::span<const float>(volt_.data(), p.n)};
   sink.samples(placed.first_index, cols);

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "meltrig/rig/lvpm_monitor.hpp"
+#include "meltrig/rig/synthetic_monitor.hpp"
 
 namespace meltrig::rig {
 namespace {
@@ -11,6 +12,8 @@ namespace {
 const DriverEntry kDrivers[] = {
     {"lvpm", "monitor", "Monsoon LVPM (white, serial protocol), 5 kHz", &LvpmMonitor::find,
      &LvpmMonitor::make, nullptr},
+    {"synthetic", "monitor", "in-process source replaying LVPM-framed packets at any rate",
+     &SyntheticMonitor::find, &SyntheticMonitor::make, nullptr},
 };
 
 std::string names_of(std::string_view kind) {

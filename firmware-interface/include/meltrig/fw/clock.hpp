@@ -29,6 +29,24 @@ class SteadyClock final : public Clock {
   }
 };
 
+/// An accelerated clock: time runs `speed` times faster than `base` from the moment it is made,
+/// so an emulator paced by elapsed time x rate and a capture's duration check both see hours pass
+/// in minutes. Starts at the base clock's current time.
+class VirtualClock final : public Clock {
+ public:
+  explicit VirtualClock(double speed, const Clock& base = SteadyClock::instance())
+      : base_(base), speed_(speed), start_(base.now_ns()) {}
+  std::int64_t now_ns() const override {
+    return start_ + static_cast<std::int64_t>(static_cast<double>(base_.now_ns() - start_) * speed_);
+  }
+  double speed() const { return speed_; }
+
+ private:
+  const Clock& base_;
+  double speed_;
+  std::int64_t start_;
+};
+
 /// Wall-clock (UTC) time in nanoseconds since the Unix epoch; for metadata only.
 inline std::int64_t wall_clock_unix_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

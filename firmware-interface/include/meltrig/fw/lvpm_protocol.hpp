@@ -260,6 +260,9 @@ class Calibrator {
   /// Main voltage in volts: (raw & ~3) * 62.5 uV for hardware revision 1, otherwise 125 uV
   /// (catapult's reading).
   static double voltage_volts(std::uint16_t raw, std::uint8_t hardware_revision);
+  /// Converts a data packet's main channel into amps and volts (spans of at least p.n).
+  void convert(const SamplePacket& p, std::uint8_t hardware_revision, std::span<float> amps,
+               std::span<float> volts) const;
   /// Bumps each time the calibration values change (so a driver can record them).
   std::uint64_t generation() const { return generation_; }
 
@@ -327,6 +330,9 @@ class SampleSequencer {
     std::int64_t settle_ns = 1'000'000'000;        ///< how long an elevated residual must persist
     std::int64_t floor_window_ns = 3'000'000'000;  ///< sliding window of the latency floor
     double wrap_threshold = 0.75;                  ///< fraction of a wrap that counts as one
+    /// Infer 16-packet wraps from elapsed time. Off for runs on an accelerated virtual clock,
+    /// where host jitter, multiplied by the speed-up, exceeds a wrap's duration.
+    bool infer_wraps = true;
   };
   explicit SampleSequencer(Config cfg) : cfg_(cfg) {}
 

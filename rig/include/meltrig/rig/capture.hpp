@@ -35,6 +35,10 @@ struct CaptureOptions {
   double duration_s = 10.0;  ///< <= 0: until interrupted
   MonitorConfig monitor;
   std::size_t ring_blocks = 256;  ///< ring size in slots of kBlockSamples
+  /// Overflow policy. false (live instruments, which cannot be paused): a full ring drops the
+  /// newest samples and records them as a ring_overflow gap. true (finite offline sources such
+  /// as replays and the unpaced synthetic source): the reader waits for the writer instead.
+  bool wait_when_full = false;
   std::chrono::milliseconds flush_interval{500};
   std::chrono::milliseconds progress_interval{500};
   const std::atomic<bool>* interrupt = nullptr;  ///< set (e.g. by SIGINT) to stop cleanly
