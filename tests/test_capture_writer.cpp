@@ -2,15 +2,18 @@
 // exact sample values, NaN fills, gap/calibration rows, counters, attributes and capture state.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -31,6 +34,7 @@ using meltrig::rig::CaptureLayout;
 using meltrig::rig::CaptureState;
 using meltrig::rig::CaptureWriter;
 using meltrig::rig::ChannelData;
+using meltrig::rig::Compression;
 using meltrig::rig::Gap;
 using meltrig::rig::GapKind;
 using meltrig::rig::SampleBlock;
@@ -102,7 +106,7 @@ CaptureLayout test_layout(std::uint64_t chunk) {
       {"flags", "", SampleType::u8, "marker bits"},
   };
   layout.chunk_samples = chunk;
-  layout.deflate_level = 4;
+  layout.compression = Compression::deflate(4);
   layout.counter_names = kCounterNames;
   return layout;
 }
@@ -424,7 +428,12 @@ with h5py.File(sys.argv[1], "r") as f:
     assert sorted(f.keys()) == ["capture_state", "monitor"], list(f.keys())
     m = f["monitor"]
     assert sorted(m.keys()) == sorted(["current", "voltage", "flags", "gaps", "calibration",
-                                       "counters", "status_at_start"]), list(m.keys())
+                                       "counters", "status_at_start", "summary"]), list(m.keys())
+    assert m.attrs["compression"] == "shuffle+deflate-4"
+    assert sorted(m["summary"].keys()) == ["current", "voltage"]
+    for ch in ["current", "voltage"]:
+        assert sorted(m["summary"][ch].keys(), key=int) == ["8", "12", "16", "20", "24"]
+        assert all(m["summary"][ch][k].shape == (0,) for k in m["summary"][ch])
     assert m.attrs["sample_rate_hz"] == 5000.0 and m.attrs["sample_rate_hz"].dtype == np.float64
     assert m.attrs["time_base"] == "t = sample_index / sample_rate_hz"
     assert m.attrs["driver"] == "lvpm" and m.attrs["serial_number"] == 12345
@@ -801,6 +810,148 @@ print("ok")
   check_contents(f.get());
 }
 
+namespace {
+
+/// A small tmpfs mounted on `dir` for the life of the object (root only).
+struct SmallTmpfs {
+  fs::path dir;
+  int error = 0;  // errno of a failed mount
+  SmallTmpfs(fs::path where, const char* size) : dir(std::move(where)) {
+    fs::create_directories(dir);
+    const std::string options = std::string("size=") + size;
+    if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) != 0) error = errno;
+  }
+  bool mounted() const { return error == 0; }
+  ~SmallTmpfs() {
+    if (mounted()) ::umount2(dir.c_str(), MNT_DETACH);
+  }
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("CaptureWriter: disk full ends with a clear error; every flushed sample stays readable") {
+  TempDir dir;
+  SmallTmpfs disk(dir.path / "small", "2M");
+  if (!disk.mounted()) {
+    MESSAGE("skipped: cannot mount a 2 MiB tmpfs (" << std::strerror(disk.error)
+                                                    << "); this test needs root");
+    return;
+  }
+  const fs::path file = disk.dir / "full.h5";
+  std::uint64_t flushed = 0;  // samples_written() at the last successful flush
+  std::optional<meltrig::Error> failure;
+  {
+    auto w = CaptureWriter::create(file, test_layout(4096));
+    REQUIRE_MESSAGE(w.ok(), (w.ok() ? "" : w.error().describe()));
+    // Far more than 2 MiB holds: the disk must fill long before the end.
+    for (std::uint64_t block = 0; block < 20'000 && !failure; ++block) {
+      if (auto r = append_truth(*w, w->samples_written(), 4096); !r) {
+        failure = r.error();
+      } else if (block % 8 == 7) {
+        if (auto f = w->flush(); !f) {
+          failure = f.error();
+        } else {
+          flushed = w->samples_written();
+        }
+      }
+    }
+    REQUIRE(failure.has_value());
+    INFO(failure->describe());
+    CHECK(failure->code == Errc::file_error);
+    CHECK(failure->message.rfind(file.string() + ": ", 0) == 0);
+    CHECK(failure->message.find("No space left on device (errno 28") != std::string::npos);
+    CHECK(flushed > 0);
+    // Stopped: every later call says why, and finish() records what it can and says so again.
+    auto again = w->flush();
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.error().message.find("No space left on device") != std::string::npos);
+    CHECK(errc_of(append_truth(*w, w->samples_written(), 1)) == Errc::file_error);
+    auto fin = w->finish(CaptureState::failed, failure->describe());
+    REQUIRE_FALSE(fin.ok());
+    CHECK(fin.error().message.find("No space left on device") != std::string::npos);
+    CHECK(errc_of(w->finish(CaptureState::failed, "")) == Errc::invalid_argument);
+  }
+  MESSAGE("disk full after " << flushed << " flushed samples: " << failure->message);
+
+  // The C API in SWMR-read mode, as after a crash.
+  {
+    h5::File f = open_read(file, /*swmr=*/true);
+    REQUIRE_MESSAGE(f.valid(), h5::innermost_error());
+    CHECK(read_scalar<std::uint64_t>(f.get(), "/capture_state/samples_written") == flushed);
+    CHECK(read_scalar<std::int8_t>(f.get(), "/capture_state/state") == 2);
+    CHECK(read_end_reason(f.get()).find("No space left on device") != std::string::npos);
+    CHECK(count_truth_mismatches(f.get(), flushed) == 0);
+  }
+  CHECK_PYTHON(dir.path, kPyPrelude + R"PY(
+path, flushed = sys.argv[1], int(sys.argv[2])
+with h5py.File(path, "r", swmr=True) as f:
+    n = int(f["capture_state/samples_written"][()])
+    assert n == flushed, (n, flushed)
+    assert f["capture_state/state"][()] == 2
+    assert "No space left on device" in f["capture_state/end_reason"][()].rstrip(b"\0").decode()
+    m = f["monitor"]
+    cur, volt, flags = truth(n)
+    assert np.array_equal(m["current"][:n], cur) and np.array_equal(m["voltage"][:n], volt)
+    assert np.array_equal(m["flags"][:n], flags)
+    # Summary entries complete by the last flush are there and right.
+    for k in [8, 12, 16]:
+        j = n >> k
+        e = m["summary/current/" + str(k)][:j]
+        assert len(e) == j, (k, len(e), j)
+        blocks = cur[: j << k].reshape(j, 1 << k).astype(np.float64)
+        assert np.array_equal(e["valid"], np.full(j, 1 << k))
+        assert np.array_equal(e["min"], blocks.min(axis=1).astype(np.float32))
+        assert np.array_equal(e["max"], blocks.max(axis=1).astype(np.float32))
+print("ok")
+)PY",
+               "'" + file.string() + "' " + std::to_string(flushed));
+}
+
+TEST_CASE("CaptureWriter: a file deleted while written stops the writer at the next flush") {
+  // Writes to a deleted file go on into its inode, which vanishes at close: the writer checks
+  // at every flush and stops rather than capture for hours into nothing.
+  TempDir dir;
+  const fs::path file = dir.path / "deleted.h5";
+  auto w = CaptureWriter::create(file, test_layout(64));
+  REQUIRE(w.ok());
+  REQUIRE(append_truth_blocks(*w, 1000, 100));
+  REQUIRE(w->flush().ok());
+  REQUIRE(fs::remove(file));
+  CHECK(append_truth_blocks(*w, 1100, 100));  // buffered: nothing tells yet
+  auto r = w->flush();
+  REQUIRE_FALSE(r.ok());
+  INFO(r.error().describe());
+  CHECK(r.error().code == Errc::file_error);
+  CHECK(r.error().message.rfind(file.string() + ": the file was deleted while being written", 0) ==
+        0);
+  CHECK(errc_of(append_truth(*w, w->samples_written(), 1)) == Errc::file_error);
+  auto fin = w->finish(CaptureState::failed, r.error().describe());
+  REQUIRE_FALSE(fin.ok());
+  CHECK(fin.error().message.find("deleted") != std::string::npos);
+  CHECK_FALSE(fs::exists(file));  // never recreated under the old name
+}
+
+TEST_CASE("CaptureWriter: a file renamed while written is still written (rename keeps the inode)") {
+  TempDir dir;
+  const fs::path file = dir.path / "before.h5";
+  const fs::path moved = dir.path / "after.h5";
+  {
+    auto w = CaptureWriter::create(file, test_layout(64));
+    REQUIRE(w.ok());
+    REQUIRE(append_truth_blocks(*w, 500, 100));
+    REQUIRE(w->flush().ok());
+    fs::rename(file, moved);
+    REQUIRE(append_truth_blocks(*w, 1000, 100));
+    REQUIRE(w->finish(CaptureState::complete, "").ok());
+  }
+  h5::File f = open_read(moved);
+  REQUIRE(f.valid());
+  CHECK(read_scalar<std::uint64_t>(f.get(), "/capture_state/samples_written") == 1000);
+  CHECK(count_truth_mismatches(f.get(), 1000) == 0);
+}
+
 TEST_CASE("CaptureWriter: create fails with file_error naming the path") {
   TempDir dir;
   SUBCASE("nonexistent directory") {
@@ -900,8 +1051,12 @@ TEST_CASE("CaptureWriter: bad layouts are invalid_argument and create no file") 
   l = test_layout(0);
   expect_invalid(l, "chunk_samples");
   l = test_layout(16);
-  l.deflate_level = 10;
-  expect_invalid(l, "deflate_level");
+  l.compression = Compression::deflate(10);
+  expect_invalid(l, "compression");
+  l.compression = Compression::deflate(0);
+  expect_invalid(l, "compression");
+  l.compression.method = static_cast<Compression::Method>(7);
+  expect_invalid(l, "compression");
   l = test_layout(16);
   l.monitor = "capture_state";
   expect_invalid(l, "monitor");
@@ -911,6 +1066,12 @@ TEST_CASE("CaptureWriter: bad layouts are invalid_argument and create no file") 
   l = test_layout(16);
   l.monitor_attributes.push_back({"driver", std::string("again")});
   expect_invalid(l, "driver");
+  l = test_layout(16);
+  l.monitor_attributes.push_back({"compression", std::string("mine")});
+  expect_invalid(l, "compression");
+  l = test_layout(16);
+  l.channels[1].name = "summary";
+  expect_invalid(l, "summary");
   l = test_layout(16);
   l.counter_names.push_back("missing_samples");
   expect_invalid(l, "missing_samples");
@@ -1014,7 +1175,7 @@ TEST_CASE("CaptureWriter: uncompressed, u8-only, no counters, default chunk") {
   layout.monitor = "relay";
   layout.sample_rate_hz = 1.0e6;
   layout.channels = {{"bits", "", SampleType::u8, "relay states"}};
-  layout.deflate_level = 0;
+  layout.compression = Compression::none();
   constexpr std::size_t kN = 40000;  // two full default chunks and a partial one
   std::vector<std::uint8_t> bits(kN);
   for (std::size_t i = 0; i < kN; ++i)
@@ -1074,4 +1235,22 @@ TEST_CASE("h5 helpers: errors name file and object and carry HDF5's innermost re
   REQUIRE(h5::append_rows(dset->get(), H5T_NATIVE_DOUBLE, 0, 3, rows.data()).ok());
   REQUIRE(h5::append_rows(dset->get(), H5T_NATIVE_DOUBLE, 3, 3, rows.data()).ok());
   CHECK(read_1d<double>(file->get(), "/g/d") == std::vector<double>{1, 2, 3, 1, 2, 3});
+}
+
+TEST_CASE("h5 helpers (writer errors): OS errors in HDF5 messages read as the OS words them") {
+  // As HDF5 1.10's sec2 driver words a failed write.
+  CHECK(h5::readable_error(
+            "file write failed: time = Mon Jan  1 00:00:00 2024\n, filename = '/d/f.h5', file "
+            "descriptor = 3, errno = 28, error message = 'No space left on device', buf = "
+            "0x55d0, total write size = 65536, bytes this sub-write = 65536, bytes actually "
+            "written = 18446744073709551615, offset = 2093056") ==
+        "No space left on device (errno 28; HDF5: file write failed)");
+  CHECK(h5::readable_error("unable to open file: name = '/x/c.h5', errno = 2, error message = 'No "
+                           "such file or directory', flags = 15, o_flags = c2") ==
+        "No such file or directory (errno 2; HDF5: unable to open file)");
+  // Without the OS text, the errno's own.
+  CHECK(h5::readable_error("write failed, errno = 5") ==
+        "Input/output error (errno 5; HDF5: write failed)");
+  CHECK(h5::readable_error("attribute already exists") == "attribute already exists");
+  CHECK(h5::readable_error("") == "");
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -48,6 +49,7 @@ class Process {
   Process(const std::vector<std::string>& argv, const std::filesystem::path& out_dir,
           const std::string& tag)
       : out_(out_dir / (tag + ".out")), err_(out_dir / (tag + ".err")) {
+    std::fflush(nullptr);  // or the child would write the parent's buffered output again
     pid_ = ::fork();
     if (pid_ == 0) {
       FILE* o = std::freopen(out_.c_str(), "w", stdout);

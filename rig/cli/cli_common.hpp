@@ -44,5 +44,9 @@ void add_demo(CLI::App& app, Commands& cmds);
 void add_emulate_lvpm(CLI::App& emulate, Commands& cmds);
 void add_bench(CLI::App& app, Commands& cmds);
 void add_devices(CLI::App& app, Commands& cmds);
+void add_inspect(CLI::App& app, Commands& cmds);
+void add_export(CLI::App& app, Commands& cmds);
+void add_relay(CLI::App& app, Commands& cmds);
+void add_emulate_relays(CLI::App& emulate, Commands& cmds);
 
 }  // namespace meltrig::cli

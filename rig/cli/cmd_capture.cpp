@@ -5,6 +5,7 @@
 
 #include "cli_common.hpp"
 #include "meltrig/rig/registry.hpp"
+#include "meltrig/rig/routed_relay.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -17,6 +18,10 @@ struct CaptureArgs {
   double current_limit = 0.0;
   std::string usb = "off";
   bool quiet = false;
+  std::string compression = "auto";
+  std::string relay;         ///< relay spec routing the monitor to the device, if any
+  int route = 0;             ///< the channel to route to
+  std::vector<int> safe_on;  ///< channels on in the relay's safe state
 };
 
 int run(const CaptureArgs& a) {
@@ -27,8 +32,28 @@ int run(const CaptureArgs& a) {
   }
   auto monitor = rig::make_monitor(*spec);
   if (!monitor) return usage("--monitor: " + monitor.error().message);
+  if (!a.relay.empty() && a.route <= 0) return usage("--relay needs --route CHANNEL");
+  // Route the monitor's output to the device first (MELT's bench: all off, then one on). The
+  // safe state comes back when `routed` goes: normal end, error return, SIGINT or SIGTERM.
+  std::unique_ptr<rig::RoutedRelay> routed;
+  if (!a.relay.empty()) {
+    auto r = rig::RoutedRelay::open(a.relay, a.route, a.safe_on);
+    if (!r) return fail("--relay " + a.relay + ": " + r.error().describe());
+    routed = std::move(r.value());
+  }
+  auto restore_relay = [&]() -> int {
+    if (!routed) return kOk;
+    auto r = routed->restore();
+    if (!r) return fail("relay " + a.relay + ": SAFE STATE NOT RESTORED: " + r.error().describe());
+    std::fprintf(stderr, "relay %s: safe state restored (%s)\n", a.relay.c_str(),
+                 routed->safe_state_text().c_str());
+    return kOk;
+  };
   auto info = (*monitor)->open();
-  if (!info) return fail(info.error().describe());
+  if (!info) {
+    restore_relay();
+    return fail(info.error().describe());
+  }
 
   rig::CaptureOptions opt;
   opt.output = a.output;
@@ -38,18 +63,34 @@ int run(const CaptureArgs& a) {
   opt.monitor.usb_passthrough = a.usb == "on"     ? rig::MonitorConfig::UsbPassthrough::on
                                 : a.usb == "auto" ? rig::MonitorConfig::UsbPassthrough::automatic
                                                   : rig::MonitorConfig::UsbPassthrough::off;
+  if (a.compression == "none") {
+    opt.compression = rig::Compression::none();
+  } else if (a.compression == "lz4") {
+    opt.compression = rig::Compression::lz4();
+  } else if (a.compression.rfind("deflate:", 0) == 0) {
+    int level = std::atoi(a.compression.c_str() + 8);
+    if (level < 1 || level > 9) return usage("--compression " + a.compression + ": level 1..9");
+    opt.compression = rig::Compression::deflate(static_cast<unsigned>(level));
+  } else if (a.compression != "auto") {
+    return usage("--compression " + a.compression + ": expected auto, none, deflate:1..9, lz4");
+  }
   opt.interrupt = &g_interrupted;
   opt.on_progress = status_line(a.quiet);
   opt.root_attributes = invocation_attributes();
+  if (routed) {
+    opt.root_attributes.push_back({"relay", a.relay});
+    opt.root_attributes.push_back({"relay_route_channel", static_cast<std::int64_t>(a.route)});
+  }
   auto s = rig::run_capture(**monitor, *info, opt);
   (*monitor)->close();
   if (!a.quiet && ::isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
+  int relay_rc = restore_relay();
   if (!s) return fail(s.error().describe());
   print_summary(*s);
   if (s->failure) {
     return fail(s->failure->describe() + " (samples up to the failure are in " + a.output + ")");
   }
-  return kOk;
+  return relay_rc;
 }
 
 }  // namespace
@@ -79,6 +120,14 @@ void add_capture(CLI::App& app, Commands& cmds) {
       ->capture_default_str();
   cap->add_option("-o,--output", a->output, "HDF5 file to create")->capture_default_str();
   cap->add_flag("-q,--quiet", a->quiet, "no live status line");
+  cap->add_option("--compression", a->compression,
+                  "auto (deflate:1 below 1 Msps, lz4 from 1 Msps), none, deflate:1..9 or lz4")
+      ->capture_default_str();
+  cap->add_option("--relay", a->relay,
+                  "relay routing the monitor to the device, e.g. lcus:/dev/ttyUSB0:channels=4");
+  cap->add_option("--route", a->route, "relay channel to route to while capturing");
+  cap->add_option("--safe-on", a->safe_on, "relay channels on in the safe state (default none)")
+      ->delimiter(',');
   cmds.push_back({cap, [a] { return run(*a); }});
 }
 

@@ -43,9 +43,13 @@ int main(int argc, char** argv) {
   add_demo(app, cmds);
   add_bench(app, cmds);
   add_devices(app, cmds);
+  add_inspect(app, cmds);
+  add_export(app, cmds);
+  add_relay(app, cmds);
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
   emulate->require_subcommand(1);
   add_emulate_lvpm(*emulate, cmds);
+  add_emulate_relays(*emulate, cmds);
 
   try {
     app.parse(argc, argv);

@@ -217,13 +217,17 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
     layout.monitor_attributes.push_back({"current_limit_a", *opt.monitor.current_limit_a});
   }
   layout.status_at_start = info.status;
-  layout.chunk_samples = 16384;
+  layout.chunk_samples = info.nominal_rate_hz >= 1e6 ? 65536 : 16384;
+  layout.compression = opt.compression               ? *opt.compression
+                       : info.nominal_rate_hz >= 1e6 ? Compression::lz4()
+                                                     : Compression::deflate(1);
 
   auto created = CaptureWriter::create(opt.output, layout);
   if (!created) return created.error();
   CaptureWriter writer = std::move(created.value());
 
-  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()), opt.wait_when_full);
+  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()),
+                opt.wait_when_full || info.can_wait);
   std::atomic<bool> stop_reader{false};
   std::atomic<bool> reader_done{false};
   std::optional<Error> reader_error;

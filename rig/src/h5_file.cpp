@@ -1,7 +1,13 @@
 // HDF5 RAII helpers: see h5_file.hpp.
 #include "meltrig/rig/h5_file.hpp"
 
+#include <sys/stat.h>
+
 #include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <system_error>
 #include <type_traits>
 #include <vector>
 
@@ -56,8 +62,30 @@ std::string innermost_error() {
   return message;
 }
 
+std::string readable_error(std::string_view hdf5_message) {
+  // HDF5 reports OS failures as "<what>: <details>, errno = N, error message = '<strerror>', ...";
+  // the details (time, buffer address, sizes) only bury the cause.
+  constexpr std::string_view kErrno = "errno = ";
+  const std::size_t at = hdf5_message.find(kErrno);
+  if (at == std::string_view::npos) return std::string(hdf5_message);
+  int code = 0;
+  const char* first = hdf5_message.data() + at + kErrno.size();
+  const char* last = hdf5_message.data() + hdf5_message.size();
+  if (std::from_chars(first, last, code).ec != std::errc{}) return std::string(hdf5_message);
+  std::string cause = std::generic_category().message(code);
+  constexpr std::string_view kText = "error message = '";
+  if (const std::size_t t = hdf5_message.find(kText, at); t != std::string_view::npos) {
+    const std::size_t begin = t + kText.size();
+    if (const std::size_t end = hdf5_message.find('\'', begin); end != std::string_view::npos) {
+      cause = std::string(hdf5_message.substr(begin, end - begin));
+    }
+  }
+  const std::string_view what = hdf5_message.substr(0, hdf5_message.find_first_of(":,"));
+  return cause + " (errno " + std::to_string(code) + "; HDF5: " + std::string(what) + ")";
+}
+
 Error h5_error(std::string_view file, std::string_view what, std::string_view object) {
-  const std::string detail = innermost_error();
+  const std::string detail = readable_error(innermost_error());
   std::string message{file};
   message += ": ";
   message += what;
@@ -88,7 +116,7 @@ std::string object_path(hid_t loc, std::string_view name) {
 
 Error h5_error(hid_t loc, std::string_view what, std::string_view name) {
   // The error stack must be read before any other HDF5 call clears it.
-  const std::string detail = innermost_error();
+  const std::string detail = readable_error(innermost_error());
   std::string file = "?";
   const ssize_t len = H5Fget_name(loc, nullptr, 0);
   if (len > 0) {
@@ -159,6 +187,16 @@ Result<void> write_string_array_attribute(hid_t obj, const std::string& name,
                                     ptrs.empty() ? nullptr : ptrs.data());
 }
 
+Result<void> write_int64_array_attribute(hid_t obj, const std::string& name,
+                                         std::span<const std::int64_t> values) {
+  silence_errors();
+  const std::array<hsize_t, 1> dims{values.size()};
+  Dataspace space{H5Screate_simple(1, dims.data(), nullptr)};
+  if (!space.valid()) return h5_error(obj, "cannot make a dataspace for attribute " + name, "");
+  return create_and_write_attribute(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, space.get(),
+                                    values.empty() ? nullptr : values.data());
+}
+
 Result<Datatype> fixed_string_type(std::size_t size) {
   silence_errors();
   Datatype type{H5Tcopy(H5T_C_S1)};
@@ -181,11 +219,16 @@ Result<Dataset> create_extendible_1d(hid_t loc, const std::string& name,
   if (!space.valid() || !dcpl.valid() || H5Pset_chunk(dcpl.get(), 1, chunk.data()) < 0) {
     return h5_error(loc, "cannot set up chunking for", name);
   }
-  if (spec.deflate_level > 0) {
-    if ((spec.shuffle && H5Pset_shuffle(dcpl.get()) < 0) ||
-        H5Pset_deflate(dcpl.get(), spec.deflate_level) < 0) {
-      return h5_error(loc, "cannot set up compression for", name);
+  if (spec.filter != Filter::none) {
+    if (spec.shuffle && H5Pset_shuffle(dcpl.get()) < 0) {
+      return h5_error(loc, "cannot set up shuffle for", name);
     }
+    // Mandatory: a chunk the filter cannot compress fails the write instead of going to disk raw.
+    const herr_t set =
+        spec.filter == Filter::deflate
+            ? H5Pset_deflate(dcpl.get(), spec.deflate_level)
+            : H5Pset_filter(dcpl.get(), kLz4FilterId, H5Z_FLAG_MANDATORY, 0, nullptr);
+    if (set < 0) return h5_error(loc, "cannot set up compression for", name);
   }
   if (spec.fill_value != nullptr &&
       H5Pset_fill_value(dcpl.get(), spec.fill_mem_type, spec.fill_value) < 0) {
@@ -261,6 +304,48 @@ Result<void> flush(hid_t dset) {
   silence_errors();
   if (H5Dflush(dset) < 0) return h5_error(dset, "cannot flush", "");
   return {};
+}
+
+Result<void> require_filter(std::string_view file, H5Z_filter_t id, std::string_view name,
+                            std::string_view package) {
+  silence_errors();
+  // H5Zfilter_avail loads the plugin from HDF5's plugin path if it is not registered yet.
+  unsigned config = 0;
+  if (H5Zfilter_avail(id) > 0 && H5Zget_filter_info(id, &config) >= 0 &&
+      (config & H5Z_FILTER_CONFIG_ENCODE_ENABLED) != 0) {
+    return {};
+  }
+  std::string searched;
+  unsigned n_paths = 0;
+  if (H5PLsize(&n_paths) >= 0) {
+    for (unsigned i = 0; i < n_paths; ++i) {
+      std::array<char, 4096> dir{};
+      if (H5PLget(i, dir.data(), dir.size()) <= 0) continue;
+      searched += searched.empty() ? "" : ":";
+      searched += dir.data();
+    }
+  }
+  return Error{Errc::file_error, std::string(file) + ": HDF5 compression filter " +
+                                     std::string(name) + " (id " + std::to_string(id) +
+                                     ") is not available: install the Debian package " +
+                                     std::string(package) + " (HDF5 looked for plugins in " +
+                                     (searched.empty() ? std::string("no directory") : searched) +
+                                     "; HDF5_PLUGIN_PATH overrides that)"};
+}
+
+Result<bool> file_unlinked(hid_t file, std::string_view path) {
+  silence_errors();
+  void* handle = nullptr;
+  if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == nullptr) {
+    return h5_error(path, "cannot get the file descriptor of", "");
+  }
+  struct stat st {};
+  if (::fstat(*static_cast<const int*>(handle), &st) != 0) {
+    const int code = errno;
+    return Error{Errc::file_error, std::string(path) + ": cannot examine the open file: " +
+                                       std::generic_category().message(code)};
+  }
+  return st.st_nlink == 0;
 }
 
 }  // namespace meltrig::rig::h5

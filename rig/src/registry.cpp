@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "meltrig/rig/lvpm_monitor.hpp"
+#include "meltrig/rig/serial_relays.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
 
 namespace meltrig::rig {
@@ -12,6 +13,10 @@ namespace {
 const DriverEntry kDrivers[] = {
     {"lvpm", "monitor", "Monsoon LVPM (white, serial protocol), 5 kHz", &LvpmMonitor::find,
      &LvpmMonitor::make, nullptr},
+    {"lcus", "relay", "LCUS-1/2/4/8 serial relay (CH340), write-only", &LcusRelay::find, nullptr,
+     &LcusRelay::make},
+    {"icstation", "relay", "ICStation ICSE012A/013A/014A serial relay, write-only",
+     &IcstationRelay::find, nullptr, &IcstationRelay::make},
     {"synthetic", "monitor", "in-process source replaying LVPM-framed packets at any rate",
      &SyntheticMonitor::find, &SyntheticMonitor::make, nullptr},
 };

@@ -89,6 +89,7 @@ Result<MonitorInfo> SyntheticMonitor::open() {
   info.firmware_version = "n/a";
   info.channels = {{"current", "A", SampleType::f32, "synthetic current (LVPM-framed replay)"},
                    {"voltage", "V", SampleType::f32, "synthetic voltage"}};
+  info.can_wait = !opt_.paced;  // unpaced, it is a replay: it may wait for the writer
   info.status = {{"paced", static_cast<std::int64_t>(opt_.paced)},
                  {"cycle_samples", static_cast<std::int64_t>(cycle_samples_)}};
   return info;

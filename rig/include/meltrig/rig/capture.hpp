@@ -38,8 +38,12 @@ struct CaptureOptions {
   /// Overflow policy. false (live instruments, which cannot be paused): a full ring drops the
   /// newest samples and records them as a ring_overflow gap. true (finite offline sources such
   /// as replays and the unpaced synthetic source): the reader waits for the writer instead.
+  /// A monitor that says MonitorInfo::can_wait gets the waiting policy either way.
   bool wait_when_full = false;
   std::chrono::milliseconds flush_interval{500};
+  /// Compression of the file; unset: shuffle+deflate-1 below 1 Msps (readable everywhere),
+  /// shuffle+lz4 from 1 Msps (deflate cannot keep up there; readers need the LZ4 plugin).
+  std::optional<Compression> compression;
   std::chrono::milliseconds progress_interval{500};
   const std::atomic<bool>* interrupt = nullptr;  ///< set (e.g. by SIGINT) to stop cleanly
   std::function<void(const CaptureProgress&)> on_progress;

@@ -1,6 +1,7 @@
 // Thin RAII and error plumbing over the HDF5 C API, used by the capture writer.
 // Every HDF5 failure becomes Error{Errc::file_error, "<file>: <what> <object>: <innermost HDF5
-// message>"}; HDF5's own printing to stderr is switched off per thread (the library is built
+// message>"}, an OS failure shown as "No space left on device (errno 28; HDF5: file write
+// failed)"; HDF5's own printing to stderr is switched off per thread (the library is built
 // thread-safe, so the setting is per thread).
 #pragma once
 
@@ -68,7 +69,13 @@ void silence_errors();
 /// "" when the stack is empty. Call it before any other HDF5 call: every API call clears the stack.
 std::string innermost_error();
 
-/// file_error "<file>: <what> <object>: <innermost HDF5 message>". Reads the error stack first.
+/// The innermost HDF5 message made readable: when it carries an OS error ("..., errno = 28, error
+/// message = '...'"), "No space left on device (errno 28; HDF5: file write failed)", dropping the
+/// time, buffer address and sizes HDF5 adds; otherwise the message as it is.
+std::string readable_error(std::string_view hdf5_message);
+
+/// file_error "<file>: <what> <object>: <readable innermost HDF5 message>". Reads the error stack
+/// first.
 Error h5_error(std::string_view file, std::string_view what, std::string_view object);
 
 /// As above, naming the file and the object `name` below `loc` from HDF5 itself ("" names loc).
@@ -112,18 +119,36 @@ Result<void> write_attribute(hid_t obj, const std::string& name, const Attribute
 Result<void> write_string_array_attribute(hid_t obj, const std::string& name,
                                           std::span<const std::string> values);
 
+/// Writes a 1-D int64 attribute on object `obj`.
+Result<void> write_int64_array_attribute(hid_t obj, const std::string& name,
+                                         std::span<const std::int64_t> values);
+
 /// A fixed-length UTF-8 string type of `size` bytes, NUL-padded.
 Result<Datatype> fixed_string_type(std::size_t size);
+
+/// The registered id of the HDF5 LZ4 filter (a plugin: Debian package hdf5-filter-plugin).
+inline constexpr H5Z_filter_t kLz4FilterId = 32004;
+
+/// Compression filter of a chunked dataset.
+enum class Filter : std::uint8_t { none, deflate, lz4 };
 
 /// How to create an extendible 1-D dataset.
 struct ExtendibleSpec {
   hid_t file_type;                   ///< element type on disk (e.g. H5T_IEEE_F32LE or a compound)
   std::uint64_t chunk_rows;          ///< rows per chunk (> 0)
-  unsigned deflate_level = 0;        ///< 0 = no compression, 1..9 = gzip level
-  bool shuffle = false;              ///< byte shuffle before deflate (ignored without deflate)
+  Filter filter = Filter::none;      ///< compression of every chunk
+  unsigned deflate_level = 1;        ///< Filter::deflate only: 1..9
+  bool shuffle = false;              ///< byte shuffle before the filter (ignored without one)
   hid_t fill_mem_type = -1;          ///< with fill_value: the fill's in-memory type
   const void* fill_value = nullptr;  ///< value read back for rows never written (default 0)
 };
+
+/// Checks that HDF5 can encode with filter `id` (loading its plugin if needed). file_error
+/// "<file>: HDF5 compression filter <name> (id <id>) is not available ...: install the Debian
+/// package <package>" naming the plugin directories HDF5 searched; a filter that is missing must
+/// stop the capture, never fall back to writing uncompressed.
+Result<void> require_filter(std::string_view file, H5Z_filter_t id, std::string_view name,
+                            std::string_view package);
 
 /// Creates an empty chunked 1-D dataset with unlimited maximum size.
 Result<Dataset> create_extendible_1d(hid_t loc, const std::string& name,
@@ -157,5 +182,10 @@ Result<void> overwrite(hid_t dset, hid_t mem_type, const void* data);
 
 /// H5Dflush: pushes the dataset's buffered raw data and metadata to the file.
 Result<void> flush(hid_t dset);
+
+/// Whether the open file `file` (sec2 driver) has lost its last directory entry, i.e. someone
+/// deleted it while it is written: writing goes on into an inode that vanishes at close.
+/// file_error naming `path` if the descriptor cannot be examined.
+Result<bool> file_unlinked(hid_t file, std::string_view path);
 
 }  // namespace meltrig::rig::h5

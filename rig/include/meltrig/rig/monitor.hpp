@@ -53,6 +53,9 @@ struct MonitorInfo {
   int current_channel = 0;            ///< float channel in amps used for power
   int voltage_channel = 1;            ///< float channel in volts, or -1: use fixed_voltage_v
   double fixed_voltage_v = 0.0;       ///< supply voltage when no voltage channel is sampled
+  /// The source can wait for the writer (a replay, an unpaced synthetic source); a live
+  /// instrument cannot, so its captures drop and count on a full ring instead.
+  bool can_wait = false;
 };
 
 /// Settings applied before sampling starts.
