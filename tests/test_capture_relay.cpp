@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 #include <sys/mount.h>
 
+#include <algorithm>
+
 #include <fstream>
 
 #include "test_support.hpp"

@@ -138,12 +138,12 @@ int run_hold(const rig::DeviceSpec& spec, int channel, const RelayArgs& a) {
                                : "Ctrl-C/SIGTERM");
   std::fflush(stdout);
 
-  const auto deadline = a.seconds > 0
-                            ? std::optional(std::chrono::steady_clock::now() +
+  // No --seconds: hold until a signal (time_point::max() never comes).
+  const auto deadline = a.seconds > 0 ? std::chrono::steady_clock::now() +
                                             std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                std::chrono::duration<double>(a.seconds)))
-                            : std::nullopt;
-  auto time_up = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
+                                                std::chrono::duration<double>(a.seconds))
+                                      : std::chrono::steady_clock::time_point::max();
+  auto time_up = [&] { return std::chrono::steady_clock::now() >= deadline; };
   std::string error, ended = "time up";
 
   if (command.empty()) {
