@@ -1,6 +1,7 @@
 // The meltrig command line. Exceptions and error values become messages and exit codes here,
 // and only here: 0 success (also a capture stopped by Ctrl-C, whose file is complete),
 // 1 a device, I/O or file failure, 2 a usage error. Each command lives in its own cmd_*.cpp.
+#include <hdf5.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -25,6 +26,10 @@ void install_signal_handlers() {
 
 int main(int argc, char** argv) {
   using namespace meltrig::cli;
+  // Every capture closes its file itself. A file whose writes failed (disk full) cannot be closed
+  // cleanly, and HDF5's exit-time cleanup would crash re-closing it after we already reported
+  // the error and restored the relays: skip that cleanup.
+  H5dont_atexit();
   auto logger = spdlog::stderr_color_mt("meltrig");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::warn);

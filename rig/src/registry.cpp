@@ -3,6 +3,7 @@
 
 #include <charconv>
 
+#include "meltrig/rig/hvpm_monitor.hpp"
 #include "meltrig/rig/lvpm_monitor.hpp"
 #include "meltrig/rig/serial_relays.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
@@ -13,6 +14,8 @@ namespace {
 const DriverEntry kDrivers[] = {
     {"lvpm", "monitor", "Monsoon LVPM (white, serial protocol), 5 kHz", &LvpmMonitor::find,
      &LvpmMonitor::make, nullptr},
+    {"hvpm", "monitor", "Monsoon HVPM / reflashed LVPM (USB), 5 kHz", &HvpmMonitor::find,
+     &HvpmMonitor::make, nullptr},
     {"lcus", "relay", "LCUS-1/2/4/8 serial relay (CH340), write-only", &LcusRelay::find, nullptr,
      &LcusRelay::make},
     {"icstation", "relay", "ICStation ICSE012A/013A/014A serial relay, write-only",

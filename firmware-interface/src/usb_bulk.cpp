@@ -1,0 +1,266 @@
+// USB transport, libusb-1.0 backend: see usb_bulk.hpp.
+#include "meltrig/fw/usb_bulk.hpp"
+
+#include <libusb-1.0/libusb.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+
+namespace meltrig::fw {
+namespace {
+
+// bmRequestType: vendor request, recipient device, OUT (0x40) or IN (0xC0).
+constexpr std::uint8_t kVendorOut = 0x40;
+constexpr std::uint8_t kVendorIn = 0xC0;
+static_assert(kVendorOut ==
+              (static_cast<int>(LIBUSB_REQUEST_TYPE_VENDOR) |
+               static_cast<int>(LIBUSB_RECIPIENT_DEVICE) | static_cast<int>(LIBUSB_ENDPOINT_OUT)));
+static_assert(kVendorIn ==
+              (static_cast<int>(LIBUSB_REQUEST_TYPE_VENDOR) |
+               static_cast<int>(LIBUSB_RECIPIENT_DEVICE) | static_cast<int>(LIBUSB_ENDPOINT_IN)));
+
+// libusb reads a timeout of 0 as "forever": every call here has a real deadline instead.
+unsigned int timeout_ms(std::chrono::milliseconds t) {
+  return static_cast<unsigned int>(std::clamp<long long>(t.count(), 1, INT_MAX));
+}
+
+std::string hex4(std::uint16_t v) {
+  char b[8];
+  std::snprintf(b, sizeof b, "%04x", v);
+  return b;
+}
+
+std::string vidpid(std::uint16_t vid, std::uint16_t pid) {
+  return hex4(vid) + ":" + hex4(pid);
+}
+
+// Reads string descriptor `index` as ASCII; empty when the device has none or it cannot be read.
+std::string read_string(libusb_device_handle* h, std::uint8_t index) {
+  if (index == 0) return {};
+  unsigned char buf[256];
+  int n = libusb_get_string_descriptor_ascii(h, index, buf, sizeof buf);
+  if (n <= 0) return {};
+  return std::string(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
+}
+
+std::string libusb_message(int rc) {
+  std::string s = libusb_error_name(rc);
+  if (rc == LIBUSB_ERROR_ACCESS) {
+    s += " (no permission: a udev rule granting access to the device is needed)";
+  } else if (rc == LIBUSB_ERROR_BUSY) {
+    s += " (another program or kernel driver holds the interface)";
+  } else if (rc == LIBUSB_ERROR_PIPE) {
+    s += " (the device stalled the request: unsupported or refused)";
+  }
+  return s;
+}
+
+/// A libusb context and device list that clean up after themselves.
+struct DeviceList {
+  libusb_context* ctx = nullptr;
+  libusb_device** list = nullptr;
+  ssize_t count = 0;
+  ~DeviceList() {
+    if (list) libusb_free_device_list(list, 1);
+    if (ctx) libusb_exit(ctx);
+  }
+  Result<void> load() {
+    int rc = libusb_init(&ctx);
+    if (rc != 0) {
+      ctx = nullptr;
+      return make_error(Errc::io_error, "libusb: cannot initialise: " + libusb_message(rc));
+    }
+    count = libusb_get_device_list(ctx, &list);
+    if (count < 0) {
+      int err = static_cast<int>(count);
+      count = 0;
+      list = nullptr;
+      return make_error(Errc::io_error, "libusb: cannot list devices: " + libusb_message(err));
+    }
+    return {};
+  }
+};
+
+}  // namespace
+
+Errc libusb_errc(int rc) {
+  switch (rc) {
+    case LIBUSB_ERROR_TIMEOUT:
+      return Errc::timeout;
+    case LIBUSB_ERROR_NO_DEVICE:
+      return Errc::port_gone;
+    case LIBUSB_ERROR_NOT_FOUND:
+      return Errc::not_found;
+    case LIBUSB_ERROR_OVERFLOW:
+      return Errc::overflow;
+    default:
+      return Errc::io_error;
+  }
+}
+
+Result<std::vector<UsbDeviceInfo>> list_usb_devices(std::uint16_t vid, std::uint16_t pid) {
+  DeviceList dl;
+  if (auto r = dl.load(); !r) return r.error();
+  std::vector<UsbDeviceInfo> out;
+  for (ssize_t i = 0; i < dl.count; ++i) {
+    libusb_device* dev = dl.list[i];
+    libusb_device_descriptor d{};
+    if (libusb_get_device_descriptor(dev, &d) != 0) continue;
+    if (d.idVendor != vid || d.idProduct != pid) continue;
+    UsbDeviceInfo info;
+    info.vid = d.idVendor;
+    info.pid = d.idProduct;
+    info.bus = libusb_get_bus_number(dev);
+    info.address = libusb_get_device_address(dev);
+    libusb_device_handle* h = nullptr;
+    int rc = libusb_open(dev, &h);
+    if (rc == 0) {
+      info.serial = read_string(h, d.iSerialNumber);
+      info.manufacturer = read_string(h, d.iManufacturer);
+      info.product = read_string(h, d.iProduct);
+      libusb_close(h);
+    } else {
+      info.note = "cannot open: " + libusb_message(rc);
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Result<std::unique_ptr<LibusbTransport>> LibusbTransport::open(
+    std::uint16_t vid, std::uint16_t pid, const std::optional<std::string>& serial,
+    int interface_number) {
+  const std::string what =
+      "USB device " + vidpid(vid, pid) + (serial ? " with serial number " + *serial : "");
+  std::unique_ptr<LibusbTransport> t(new LibusbTransport());
+  int rc = libusb_init(&t->ctx_);
+  if (rc != 0) {
+    t->ctx_ = nullptr;
+    return make_error(Errc::io_error, "libusb: cannot initialise: " + libusb_message(rc));
+  }
+  libusb_device** list = nullptr;
+  ssize_t count = libusb_get_device_list(t->ctx_, &list);
+  if (count < 0) {
+    return make_error(Errc::io_error,
+                      "libusb: cannot list devices: " + libusb_message(static_cast<int>(count)));
+  }
+  // Remember why a matching device could not be used, so "not found" is only said when true.
+  std::optional<Error> refused;
+  int matches = 0;
+  for (ssize_t i = 0; i < count && !t->handle_; ++i) {
+    libusb_device* dev = list[i];
+    libusb_device_descriptor d{};
+    if (libusb_get_device_descriptor(dev, &d) != 0) continue;
+    if (d.idVendor != vid || d.idProduct != pid) continue;
+    ++matches;
+    libusb_device_handle* h = nullptr;
+    rc = libusb_open(dev, &h);
+    if (rc != 0) {
+      refused = make_error(libusb_errc(rc) == Errc::port_gone ? Errc::port_gone : Errc::io_error,
+                           what + ": cannot open: " + libusb_message(rc));
+      continue;
+    }
+    std::string sn = read_string(h, d.iSerialNumber);
+    if (serial && sn != *serial) {
+      libusb_close(h);
+      continue;
+    }
+    t->handle_ = h;
+    t->serial_ = sn;
+    t->name_ = "usb " + vidpid(vid, pid) + " bus " + std::to_string(libusb_get_bus_number(dev)) +
+               " address " + std::to_string(libusb_get_device_address(dev)) +
+               (sn.empty() ? "" : " serial " + sn);
+  }
+  libusb_free_device_list(list, 1);
+  if (!t->handle_) {
+    if (refused) return *refused;
+    return make_error(Errc::not_found,
+                      "no " + what + " (" + std::to_string(matches) +
+                          " device(s) with that VID:PID; is it plugged in and powered?)");
+  }
+  // An unconfigured device (configuration 0) has no interfaces to claim yet.
+  int config = -1;
+  if (libusb_get_configuration(t->handle_, &config) == 0 && config == 0) {
+    rc = libusb_set_configuration(t->handle_, 1);
+    if (rc != 0) return t->fail(rc, "cannot select configuration 1");
+  }
+  // Detach a kernel driver bound to the interface while we hold it; not every OS supports it.
+  (void)libusb_set_auto_detach_kernel_driver(t->handle_, 1);
+  rc = libusb_claim_interface(t->handle_, interface_number);
+  if (rc != 0) {
+    Error e = t->fail(rc, "cannot claim interface " + std::to_string(interface_number));
+    if (e.code == Errc::not_found) e.code = Errc::io_error;  // the device exists
+    return e;
+  }
+  t->interface_ = interface_number;
+  return t;
+}
+
+LibusbTransport::~LibusbTransport() {
+  if (handle_) {
+    if (interface_ >= 0) (void)libusb_release_interface(handle_, interface_);
+    libusb_close(handle_);
+  }
+  if (ctx_) libusb_exit(ctx_);
+}
+
+Error LibusbTransport::fail(int rc, const std::string& what) const {
+  return make_error(libusb_errc(rc), name_ + ": " + what + ": " + libusb_message(rc));
+}
+
+Result<void> LibusbTransport::control_out(std::uint8_t request, std::uint16_t value,
+                                          std::uint16_t index, std::span<const std::uint8_t> data,
+                                          std::chrono::milliseconds timeout) {
+  if (data.size() > 0xFFFF)
+    return make_error(Errc::invalid_argument, name_ + ": control data longer than 65535 bytes");
+  // libusb takes a non-const buffer for both directions; it does not write to an OUT stage.
+  int rc = libusb_control_transfer(handle_, kVendorOut, request, value, index,
+                                   const_cast<unsigned char*>(data.data()),
+                                   static_cast<std::uint16_t>(data.size()), timeout_ms(timeout));
+  if (rc < 0) {
+    char what[64];
+    std::snprintf(what, sizeof what, "control OUT request 0x%02X wValue 0x%04X wIndex 0x%04X",
+                  request, value, index);
+    return fail(rc, what);
+  }
+  if (static_cast<std::size_t>(rc) != data.size()) {
+    return make_error(Errc::io_error, name_ + ": control OUT request sent " + std::to_string(rc) +
+                                          " of " + std::to_string(data.size()) + " bytes");
+  }
+  return {};
+}
+
+Result<std::size_t> LibusbTransport::control_in(std::uint8_t request, std::uint16_t value,
+                                                std::uint16_t index, std::span<std::uint8_t> data,
+                                                std::chrono::milliseconds timeout) {
+  const auto len = static_cast<std::uint16_t>(std::min<std::size_t>(data.size(), 0xFFFF));
+  int rc = libusb_control_transfer(handle_, kVendorIn, request, value, index, data.data(), len,
+                                   timeout_ms(timeout));
+  if (rc < 0) {
+    char what[64];
+    std::snprintf(what, sizeof what, "control IN request 0x%02X wValue 0x%04X wIndex 0x%04X",
+                  request, value, index);
+    return fail(rc, what);
+  }
+  return static_cast<std::size_t>(rc);
+}
+
+Result<std::size_t> LibusbTransport::bulk_read(std::uint8_t endpoint,
+                                               std::span<std::uint8_t> buffer,
+                                               std::chrono::milliseconds timeout) {
+  int transferred = 0;
+  const int len = static_cast<int>(std::min<std::size_t>(buffer.size(), INT_MAX));
+  int rc = libusb_bulk_transfer(handle_, endpoint, buffer.data(), len, &transferred,
+                                timeout_ms(timeout));
+  // A transfer of full-size packets only completes when the buffer is full; at the deadline
+  // libusb reports a timeout but hands over what did arrive. That is data, not an error.
+  if (rc == 0 || (rc == LIBUSB_ERROR_TIMEOUT && transferred > 0)) {
+    return static_cast<std::size_t>(transferred);
+  }
+  char what[48];
+  std::snprintf(what, sizeof what, "bulk read on endpoint 0x%02X", endpoint);
+  return fail(rc, what);
+}
+
+}  // namespace meltrig::fw

@@ -1,0 +1,104 @@
+// Driver for the Monsoon HVPM (and the reflashed LVPM, which speaks the same USB protocol)
+// behind the Monitor interface, over any fw::UsbBulkTransport: libusb for real devices, the
+// in-process emulator in tests.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "meltrig/fw/clock.hpp"
+#include "meltrig/fw/hvpm_protocol.hpp"
+#include "meltrig/fw/usb_bulk.hpp"
+#include "meltrig/rig/monitor.hpp"
+#include "meltrig/rig/registry.hpp"
+
+namespace meltrig::rig {
+
+/// HVPM / reflashed-LVPM driver. Channels: "current" (main, A), "voltage" (main, V) and
+/// "usb_current" (A). Sample indices come from fw::hvpm::SampleSequencer: the device's
+/// dropped-sample count and the 4-bit packet counter become `missing` gaps, counter wraps found
+/// from elapsed time `missing_wrapped` gaps, repeated packets `duplicate_dropped` rows, and
+/// samples the device flags invalid `missing` rows at their own index. Measurement samples that
+/// arrive before any calibration are kept raw (up to `max_uncalibrated_packets`) and converted
+/// once it is known; beyond that they become an `uncalibrated` gap.
+class HvpmMonitor final : public Monitor {
+ public:
+  /// Driver settings; the defaults suit a real device.
+  struct Options {
+    std::string port = "usb";  ///< how the device was named (recorded as MonitorInfo::port)
+    std::chrono::milliseconds io_timeout{1000};
+    std::uint16_t calibration_interval_ms = fw::hvpm::kDefaultCalibrationIntervalMs;
+    fw::hvpm::DroppedByteOrder dropped_byte_order = fw::hvpm::DroppedByteOrder::little;
+    /// Packets asked for per bulk read. One keeps each packet's arrival time its own, which is
+    /// what the elapsed-time wrap check needs to place a loss precisely.
+    std::size_t packets_per_read = 1;
+    std::size_t max_uncalibrated_packets = 5000;
+    fw::hvpm::SampleSequencer::Config sequencer{};
+    const Clock* clock = &SteadyClock::instance();
+  };
+  explicit HvpmMonitor(std::unique_ptr<fw::UsbBulkTransport> transport);
+  HvpmMonitor(std::unique_ptr<fw::UsbBulkTransport> transport, Options opt);
+
+  /// Registry: enumerates USB devices 2ab9:0001 (serial ports are not this driver's; ignored).
+  static std::vector<Candidate> find(std::span<const fw::PortInfo> ports);
+  /// Registry: "hvpm:usb" (the first device) or "hvpm:usb:serial=NNN"; further options
+  /// dropped_order=le|be and cal_ms=1..65535. Opens the device with libusb.
+  static Result<std::unique_ptr<Monitor>> make(const DeviceSpec& spec);
+
+  Result<MonitorInfo> open() override;
+  Result<void> configure(const MonitorConfig& cfg) override;
+  Result<void> start() override;
+  Result<void> poll(SampleSink& sink, std::chrono::milliseconds timeout) override;
+  Result<void> stop(SampleSink& sink) override;
+  void close() override;
+  std::vector<Counter> counters() const override;
+
+  /// The model the device reported at open().
+  fw::hvpm::Model model() const { return model_; }
+  /// The calibration constants read at open().
+  const fw::hvpm::DeviceCalibration& device_calibration() const { return device_; }
+
+ private:
+  /// A packet's sample slots, waiting for the sequencer to place them.
+  struct Slots {
+    std::array<fw::hvpm::RawSample, fw::hvpm::kMaxSamplesPerPacket> s{};
+    std::uint8_t n = 0;
+  };
+
+  Result<std::uint32_t> get(fw::hvpm::Opcode op);
+  Result<void> send(const fw::hvpm::ControlTransfer& t);
+  Result<std::size_t> read_bulk(std::chrono::milliseconds timeout);
+  void on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns);
+  void release(SampleSink& sink);
+  void emit(SampleSink& sink, std::uint64_t first_index, const Slots& slots);
+  std::string where() const;
+
+  std::unique_ptr<fw::UsbBulkTransport> transport_;
+  Options opt_;
+  fw::hvpm::Model model_ = fw::hvpm::Model::unknown;
+  fw::hvpm::DeviceCalibration device_;
+  std::optional<fw::hvpm::Calibrator> calibrator_;
+  std::optional<fw::hvpm::SampleSequencer> sequencer_;
+  bool opened_ = false;
+  std::vector<std::uint8_t> buf_;
+  std::deque<Slots> waiting_;  ///< packets pushed to the sequencer, by tag
+  std::uint32_t next_tag_ = 0;
+  std::deque<std::pair<fw::hvpm::PlacedPacket, Slots>> uncalibrated_;
+  std::uint64_t cal_generation_emitted_ = 0;
+  std::array<std::uint8_t, fw::hvpm::kPacketSize> last_packet_{};
+  std::size_t last_packet_len_ = 0;
+  std::vector<GapEvent> pending_duplicates_;
+  std::uint64_t packets_read_ = 0;
+  // Counters.
+  std::uint64_t invalid_packets_ = 0;
+  std::uint64_t invalid_samples_ = 0;
+  std::uint64_t duplicate_samples_ = 0;
+  std::uint64_t uncalibrated_samples_ = 0;
+  std::array<float, fw::hvpm::kMaxSamplesPerPacket> cur_{}, volt_{}, usb_{};
+};
+
+}  // namespace meltrig::rig
