@@ -9,8 +9,8 @@
 
 namespace lv = meltrig::fw::lvpm;
 
-#define FUZZ_ASSERT(c) \
-  do {                 \
+#define FUZZ_ASSERT(c)      \
+  do {                      \
     if (!(c)) std::abort(); \
   } while (0)
 
@@ -50,9 +50,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         });
       }
     });
-    to_device.feed(chunk, [&](std::span<const std::uint8_t> p) {
-      FUZZ_ASSERT(lv::parse_command(p).ok());
-    });
+    to_device.feed(
+        chunk, [&](std::span<const std::uint8_t> p) { FUZZ_ASSERT(lv::parse_command(p).ok()); });
     FUZZ_ASSERT(from_device.pending() <= 2 * (lv::kMaxPayload + 2));
   }
   seq.finish();

@@ -37,7 +37,8 @@ class VirtualClock final : public Clock {
   explicit VirtualClock(double speed, const Clock& base = SteadyClock::instance())
       : base_(base), speed_(speed), start_(base.now_ns()) {}
   std::int64_t now_ns() const override {
-    return start_ + static_cast<std::int64_t>(static_cast<double>(base_.now_ns() - start_) * speed_);
+    return start_ +
+           static_cast<std::int64_t>(static_cast<double>(base_.now_ns() - start_) * speed_);
   }
   double speed() const { return speed_; }
 
