@@ -14,13 +14,17 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "meltrig/fw/hvpm_protocol.hpp"
 #include "meltrig/fw/lvpm_protocol.hpp"
+#include "meltrig/fw/ppk2_protocol.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
 
 namespace meltrig::cli {
 namespace {
 
 namespace lv = fw::lvpm;
+namespace hv = fw::hvpm;
+namespace pp = fw::ppk2;
 
 /// One decoder benchmark: builds its input once, then decodes it `reps` times.
 struct DecodeBench {
@@ -81,8 +85,103 @@ DecodeBench lvpm_bench() {
           }};
 }
 
+/// HVPM: 64-byte bulk packets of 3 samples (calibration samples interleaved as the device does,
+/// one zero and one ref sample in every 8th packet), decoded in batches of 256 packets (a 16 KiB
+/// USB transfer) and converted to main current, main voltage and USB current.
+DecodeBench hvpm_bench() {
+  auto stream = std::make_shared<std::vector<std::uint8_t>>();
+  const hv::ChannelAdc adc;
+  const hv::DeviceCalibration dev{hv::Model::hvpm, adc.scales, adc.scales};
+  constexpr std::size_t kPackets = 400'000;
+  stream->resize(kPackets * hv::kPacketSize);
+  std::array<hv::RawSample, hv::kMaxSamplesPerPacket> s{};
+  for (std::size_t k = 0; k < kPackets; ++k) {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const auto [fine, coarse] = hv::quantize_current(
+          0.05 + 0.4 * static_cast<double>((k * 3 + i) % 1000) / 1000.0, adc, hv::Model::hvpm);
+      s[i] = {};
+      s[i].main_fine = fine;
+      s[i].main_coarse = coarse;
+      s[i].usb_fine = fine;
+      s[i].usb_coarse = coarse;
+      s[i].main_voltage = hv::quantize_volts(4.0, hv::main_volts_per_count(hv::Model::hvpm));
+      s[i].main_gain = static_cast<std::uint8_t>(hv::SampleKind::measurement);
+    }
+    if (k % 8 == 0) {  // a zero- and a ref-calibration sample
+      s[0].main_gain = static_cast<std::uint8_t>(hv::SampleKind::zero_cal);
+      s[0].main_fine = s[0].usb_fine = static_cast<std::uint16_t>(adc.fine_zero_cal);
+      s[0].main_coarse = s[0].usb_coarse = static_cast<std::uint16_t>(adc.coarse_zero_cal);
+      s[1].main_gain = static_cast<std::uint8_t>(hv::SampleKind::ref_cal);
+      s[1].main_fine = s[1].usb_fine = static_cast<std::uint16_t>(adc.fine_ref_cal);
+      s[1].main_coarse = s[1].usb_coarse = static_cast<std::uint16_t>(adc.coarse_ref_cal);
+    }
+    hv::encode_packet(0, static_cast<std::uint8_t>(k & 0x0F), s, hv::DroppedByteOrder::little,
+                      std::span<std::uint8_t, hv::kPacketSize>(stream->data() + k * hv::kPacketSize,
+                                                               hv::kPacketSize));
+  }
+  constexpr std::size_t kBatch = 256;
+  struct Scratch {
+    std::vector<hv::PacketHeader> headers = std::vector<hv::PacketHeader>(kBatch);
+    std::vector<hv::RawSample> raw = std::vector<hv::RawSample>(kBatch * 3);
+    std::vector<hv::RawSample> meas = std::vector<hv::RawSample>(kBatch * 3);
+    std::vector<float> amps = std::vector<float>(kBatch * 3), volts = amps, usb = amps;
+  };
+  auto sc = std::make_shared<Scratch>();
+  return {"hvpm (USB bulk, 18 B/sample, 3/packet)", [stream, sc, dev] {
+            hv::Calibrator cal(dev);
+            std::uint64_t n = 0;
+            std::span<const std::uint8_t> all(*stream);
+            const std::size_t step = kBatch * hv::kPacketSize;
+            for (std::size_t at = 0; at < all.size(); at += step) {
+              auto r = hv::decode_batch(all.subspan(at, std::min(step, all.size() - at)),
+                                        hv::DroppedByteOrder::little, sc->headers, sc->raw);
+              std::size_t m = 0;
+              for (std::size_t i = 0; i < r.samples; ++i) {
+                const auto& x = sc->raw[i];
+                if (x.kind() == hv::SampleKind::measurement)
+                  sc->meas[m++] = x;
+                else
+                  cal.add(x);
+              }
+              cal.convert(std::span(sc->meas).first(m), sc->amps, sc->volts, sc->usb);
+              n += m;
+            }
+            return n;
+          }};
+}
+
+/// PPK2: 4-byte sample words with a running 6-bit counter, read in 4 KiB pieces, followed by the
+/// streaming decoder (counter checks, loss and duplicate detection) and conversion to amps.
+DecodeBench ppk2_bench() {
+  auto stream = std::make_shared<std::vector<std::uint8_t>>();
+  const pp::Metadata meta;
+  constexpr std::size_t kWords = 4'000'000;
+  stream->reserve(kWords * 4);
+  for (std::size_t k = 0; k < kWords; ++k) {
+    auto w = pp::quantize_current(1e-5 * static_cast<double>(1 + k % 50'000), meta, 3.7);
+    w.counter = static_cast<std::uint8_t>(k % pp::kCounterModulo);
+    w.logic = static_cast<std::uint8_t>(k >> 10);
+    pp::append_word(pp::pack_word(w), *stream);
+  }
+  auto amps = std::make_shared<std::vector<float>>(8192);
+  auto logic = std::make_shared<std::vector<std::uint8_t>>(8192);
+  return {"ppk2 (serial, 4 B/sample, counter-checked)", [stream, amps, logic, meta] {
+            pp::StreamDecoder dec(pp::Converter(meta, 3.7));
+            std::uint64_t n = 0, gaps = 0;
+            auto on_block = [&](std::uint64_t, std::size_t k) { n += k; };
+            auto on_gap = [&](const pp::DecoderGap&) { ++gaps; };
+            const pp::SampleSpans out{*amps, *logic};
+            std::span<const std::uint8_t> all(*stream);
+            for (std::size_t at = 0; at < all.size(); at += 4096)
+              dec.feed(all.subspan(at, std::min<std::size_t>(4096, all.size() - at)), out, on_block,
+                       on_gap);
+            dec.finish(out, on_block, on_gap);
+            return gaps == 0 ? n : 0;  // a gap in a clean stream would be a decoder bug
+          }};
+}
+
 int run_decode() {
-  std::vector<DecodeBench> benches = {lvpm_bench()};
+  std::vector<DecodeBench> benches = {lvpm_bench(), hvpm_bench(), ppk2_bench()};
   std::printf("decoder benchmark: bytes -> calibrated samples, one thread, best of 5 runs\n");
   for (auto& b : benches) {
     double best = 0;

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
   emulate->require_subcommand(1);
   add_emulate_lvpm(*emulate, cmds);
+  add_emulate_ppk2(*emulate, cmds);
   add_emulate_relays(*emulate, cmds);
 
   try {

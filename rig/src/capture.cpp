@@ -213,6 +213,11 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
                    : opt.monitor.usb_passthrough == MonitorConfig::UsbPassthrough::off ? "off"
                                                                                        : "auto")},
   };
+  if (info.voltage_channel < 0) {
+    // Power and energy in the summary use the set output voltage: say so in the file.
+    layout.monitor_attributes.push_back(
+        {"voltage_source", std::string("not sampled; power uses output_voltage_v")});
+  }
   if (opt.monitor.current_limit_a) {
     layout.monitor_attributes.push_back({"current_limit_a", *opt.monitor.current_limit_a});
   }
@@ -357,7 +362,9 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
         const float* cur = b->f32[cur_slot].data();
         const float* volt =
             volt_slot >= 0 ? b->f32[static_cast<std::size_t>(volt_slot)].data() : nullptr;
-        const auto fixed_v = static_cast<float>(info.fixed_voltage_v);
+        // Without a voltage channel the supply is the voltage just configured (MonitorInfo's
+        // fixed_voltage_v was read at open(), before configure() set the output).
+        const auto fixed_v = static_cast<float>(opt.monitor.output_voltage_v);
         for (std::uint32_t i = 0; i < b->count; ++i) {
           float c = cur[i], v = volt ? volt[i] : fixed_v;
           if (std::isfinite(c) && std::isfinite(v)) {

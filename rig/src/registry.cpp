@@ -5,6 +5,7 @@
 
 #include "meltrig/rig/hvpm_monitor.hpp"
 #include "meltrig/rig/lvpm_monitor.hpp"
+#include "meltrig/rig/ppk2_monitor.hpp"
 #include "meltrig/rig/serial_relays.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
 
@@ -16,6 +17,8 @@ const DriverEntry kDrivers[] = {
      &LvpmMonitor::make, nullptr},
     {"hvpm", "monitor", "Monsoon HVPM / reflashed LVPM (USB), 5 kHz", &HvpmMonitor::find,
      &HvpmMonitor::make, nullptr},
+    {"ppk2", "monitor", "Nordic Power Profiler Kit II (source mode), 100 kHz", &Ppk2Monitor::find,
+     &Ppk2Monitor::make, nullptr},
     {"lcus", "relay", "LCUS-1/2/4/8 serial relay (CH340), write-only", &LcusRelay::find, nullptr,
      &LcusRelay::make},
     {"icstation", "relay", "ICStation ICSE012A/013A/014A serial relay, write-only",
