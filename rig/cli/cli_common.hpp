@@ -40,6 +40,7 @@ std::function<void(const rig::CaptureProgress&)> status_line(bool quiet);
 
 // Command registration, one function per command file.
 void add_capture(CLI::App& app, Commands& cmds);
+void add_run(CLI::App& app, Commands& cmds);
 void add_demo(CLI::App& app, Commands& cmds);
 void add_emulate_lvpm(CLI::App& emulate, Commands& cmds);
 void add_emulate_ppk2(CLI::App& emulate, Commands& cmds);
@@ -47,6 +48,7 @@ void add_bench(CLI::App& app, Commands& cmds);
 void add_devices(CLI::App& app, Commands& cmds);
 void add_inspect(CLI::App& app, Commands& cmds);
 void add_export(CLI::App& app, Commands& cmds);
+void add_import(CLI::App& app, Commands& cmds);
 void add_relay(CLI::App& app, Commands& cmds);
 void add_emulate_relays(CLI::App& emulate, Commands& cmds);
 

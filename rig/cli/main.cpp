@@ -45,11 +45,13 @@ int main(int argc, char** argv) {
 
   Commands cmds;
   add_capture(app, cmds);
+  add_run(app, cmds);
   add_demo(app, cmds);
   add_bench(app, cmds);
   add_devices(app, cmds);
   add_inspect(app, cmds);
   add_export(app, cmds);
+  add_import(app, cmds);
   add_relay(app, cmds);
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
   emulate->require_subcommand(1);

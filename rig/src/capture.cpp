@@ -434,6 +434,10 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
       break;
     }
     if (reader_done.load() || writer_failed.load()) break;
+    if (opt.finish && opt.finish->load()) {
+      reason = "finished after " + std::to_string(elapsed) + " s";
+      break;
+    }
     if (opt.duration_s > 0 && elapsed >= opt.duration_s) {
       reason = "duration of " + std::to_string(opt.duration_s) + " s reached";
       break;

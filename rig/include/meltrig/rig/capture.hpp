@@ -46,6 +46,9 @@ struct CaptureOptions {
   std::optional<Compression> compression;
   std::chrono::milliseconds progress_interval{500};
   const std::atomic<bool>* interrupt = nullptr;  ///< set (e.g. by SIGINT) to stop cleanly
+  /// Set to end the capture as complete: what it records is over (e.g. `meltrig run` once the
+  /// runner and the idle tail are done). Ends it like the duration does.
+  const std::atomic<bool>* finish = nullptr;
   std::function<void(const CaptureProgress&)> on_progress;
   std::vector<Attribute> root_attributes;  ///< extra root attributes (e.g. the command line)
   const Clock* clock = &SteadyClock::instance();
