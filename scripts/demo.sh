@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job: install what is needed, build, and run the simulated bench. For now that is an
-# emulated Monsoon LVPM on a pseudo-terminal, captured for 10 s through libserialport into
-# demo.h5, then read back with h5py.
+# The main job: install what is needed, build, and run the simulated bench on the phone scenario:
+# a simulated phone running a llama.cpp-like LLM, an emulated Monsoon LVPM and LCUS relay board on
+# pseudo-terminals, the simulated runner's marker file, captured through libserialport into
+# sim-phone.h5 with the ground truth beside the samples; then read back with h5py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/setup.sh"
 "$here/scripts/build.sh"
-out=${1:-$here/demo.h5}
-rm -f "$out"
-"$here/build/rig/cli/meltrig" demo --duration 10 -o "$out"
+out=${1:-$here/sim-phone.h5}
+rm -f "$out" "$out.markers"
+"$here/build/rig/cli/meltrig" sim "$here/examples/scenarios/phone_llamacpp.toml" -o "$out"
 /usr/bin/python3 "$here/docs/examples/read_capture.py" "$out"

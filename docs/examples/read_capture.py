@@ -37,6 +37,30 @@ def main(path):
         print(f"  losses: {lost if lost else 'none'}; gap rows: {len(m['gaps'])}")
         print(f"  calibration rows: {len(m['calibration'])}")
 
+        # Runner markers, device telemetry and (simulated bench only) the ground truth, added
+        # after the capture ended; absent from a plain capture.
+        for name, g in f.get("markers", {}).items():
+            ev = g["events"][:]
+            kinds = [k.decode() if isinstance(k, bytes) else k for k in ev["kind"]]
+            tokens = ev[np.array(kinds) == "token"]
+            print(f"  markers/{name}: {len(ev)} events on the device {g.attrs['clock']} clock, "
+                  f"{len(tokens)} tokens, {int(g.attrs['issue_count'])} issues")
+        if "telemetry" in f:
+            series = []
+            f["telemetry"].visititems(
+                lambda k, o: series.append(f"{k} [{o.attrs['unit']}]")
+                if isinstance(o, h5py.Dataset) else None)
+            print(f"  telemetry: {', '.join(series)}")
+        if "truth" in f:
+            tr = f["truth"].attrs
+            tok = f["truth/tokens/energy_j"][:]
+            measured = np.nansum(power) / float(tr["monitor_actual_rate_hz"])
+            want = float(tr["captured_supply_energy_j"])
+            print(f"  truth: scenario {tr['scenario']} seed {tr['seed']}; "
+                  f"{len(tok)} tokens, mean {tok.mean():.4f} J/token (device)")
+            print(f"  supply energy on the monitor's true clock: measured {measured:.4f} J, "
+                  f"true {want:.4f} J ({100 * (measured - want) / want:+.4f}%)")
+
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -42,6 +42,7 @@ std::function<void(const rig::CaptureProgress&)> status_line(bool quiet);
 void add_capture(CLI::App& app, Commands& cmds);
 void add_run(CLI::App& app, Commands& cmds);
 void add_demo(CLI::App& app, Commands& cmds);
+void add_sim(CLI::App& app, Commands& cmds);
 void add_emulate_lvpm(CLI::App& emulate, Commands& cmds);
 void add_emulate_ppk2(CLI::App& emulate, Commands& cmds);
 void add_bench(CLI::App& app, Commands& cmds);

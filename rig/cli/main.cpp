@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   add_capture(app, cmds);
   add_run(app, cmds);
   add_demo(app, cmds);
+  add_sim(app, cmds);
   add_bench(app, cmds);
   add_devices(app, cmds);
   add_inspect(app, cmds);
