@@ -35,6 +35,16 @@ const std::vector<rig::Attribute>& invocation_attributes() {
   return g_invocation;
 }
 
+int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec) {
+  if (!routed) return kOk;
+  auto r = routed->restore();
+  const std::string state = routed->safe_state_text();
+  routed.reset();
+  if (!r) return fail("relay " + spec + ": SAFE STATE NOT RESTORED: " + r.error().describe());
+  std::fprintf(stderr, "relay %s: safe state restored (%s)\n", spec.c_str(), state.c_str());
+  return kOk;
+}
+
 void print_summary(const rig::CaptureSummary& s) {
   const char* state = s.state == rig::CaptureState::complete      ? "complete"
                       : s.state == rig::CaptureState::interrupted ? "interrupted"

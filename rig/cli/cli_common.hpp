@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "meltrig/rig/capture.hpp"
+#include "meltrig/rig/routed_relay.hpp"
 
 namespace meltrig::cli {
 
@@ -36,6 +37,10 @@ const std::vector<rig::Attribute>& invocation_attributes();
 void set_invocation(int argc, char** argv);
 
 void print_summary(const rig::CaptureSummary& s);
+
+/// Restores `routed`'s safe state now (if there is one) and reports it on stderr; kFailure,
+/// with "SAFE STATE NOT RESTORED" naming `spec`, if the relay did not take it. Resets `routed`.
+int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec);
 std::function<void(const rig::CaptureProgress&)> status_line(bool quiet);
 
 // Command registration, one function per command file.

@@ -41,17 +41,9 @@ int run(const CaptureArgs& a) {
     if (!r) return fail("--relay " + a.relay + ": " + r.error().describe());
     routed = std::move(r.value());
   }
-  auto restore_relay = [&]() -> int {
-    if (!routed) return kOk;
-    auto r = routed->restore();
-    if (!r) return fail("relay " + a.relay + ": SAFE STATE NOT RESTORED: " + r.error().describe());
-    std::fprintf(stderr, "relay %s: safe state restored (%s)\n", a.relay.c_str(),
-                 routed->safe_state_text().c_str());
-    return kOk;
-  };
   auto info = (*monitor)->open();
   if (!info) {
-    restore_relay();
+    restore_relay(routed, a.relay);
     return fail(info.error().describe());
   }
 
@@ -84,7 +76,7 @@ int run(const CaptureArgs& a) {
   auto s = rig::run_capture(**monitor, *info, opt);
   (*monitor)->close();
   if (!a.quiet && ::isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
-  int relay_rc = restore_relay();
+  int relay_rc = restore_relay(routed, a.relay);
   if (!s) return fail(s.error().describe());
   print_summary(*s);
   if (s->failure) {

@@ -123,23 +123,7 @@ Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& r) {
       {"telemetry_errors", static_cast<std::int64_t>(r.telemetry_errors)},
   };
   if (auto w = f.write_attribute_group("/target", attrs); !w) return w;
-  std::vector<std::int64_t> col(r.probes.size());
-  auto series = [&](const char* name, std::int64_t mt::ClockProbe::*field,
-                    const char* what) -> Result<void> {
-    for (std::size_t i = 0; i < r.probes.size(); ++i)
-      col[i] = r.probes[i].*field;
-    return f.write_series_i64(std::string("/target/probes/") + name, col,
-                              {{"unit", std::string("ns")}, {"description", std::string(what)}});
-  };
-  if (auto w = series("host_t0_ns", &mt::ClockProbe::host_t0_ns, "host steady clock before"); !w)
-    return w;
-  if (auto w = series("device_mono_ns", &mt::ClockProbe::device_mono_ns, "CLOCK_MONOTONIC"); !w)
-    return w;
-  if (auto w = series("device_boot_ns", &mt::ClockProbe::device_boot_ns, "CLOCK_BOOTTIME"); !w)
-    return w;
-  if (auto w = series("device_real_ns", &mt::ClockProbe::device_real_ns, "CLOCK_REALTIME"); !w)
-    return w;
-  return series("host_t3_ns", &mt::ClockProbe::host_t3_ns, "host steady clock after");
+  return f.write_clock_probes("/target/probes", r.probes, "host steady clock");
 }
 
 int run(const RunArgs& a) {
@@ -186,17 +170,9 @@ int run(const RunArgs& a) {
     if (!r) return fail("--relay " + a.relay + ": " + r.error().describe());
     routed = std::move(r.value());
   }
-  auto restore_relay = [&]() -> int {
-    if (!routed) return kOk;
-    auto r = routed->restore();
-    routed.reset();
-    if (!r) return fail("relay " + a.relay + ": SAFE STATE NOT RESTORED: " + r.error().describe());
-    std::fprintf(stderr, "relay %s: safe state restored\n", a.relay.c_str());
-    return kOk;
-  };
   auto info = (*monitor)->open();
   if (!info) {
-    restore_relay();
+    restore_relay(routed, a.relay);
     return fail("--monitor " + a.monitor + ": " + info.error().describe());
   }
 
@@ -293,7 +269,7 @@ int run(const RunArgs& a) {
   capture.join();
   watcher.request_stop();
   (*monitor)->close();
-  int relay_rc = restore_relay();
+  int relay_rc = restore_relay(routed, a.relay);
 
   if (!summary || !*summary) {
     return fail(summary ? summary->error().describe() : std::string("capture did not run"));

@@ -99,20 +99,8 @@ Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& r) {
       {"telemetry_errors", static_cast<std::int64_t>(r.telemetry_errors)},
   };
   if (auto w = f.write_attribute_group("/target", attrs); !w) return w;
-  std::vector<std::int64_t> col(r.probes.size());
-  auto probes = [&](const char* name, std::int64_t targets::ClockProbe::*field,
-                    const char* what) -> Result<void> {
-    for (std::size_t i = 0; i < r.probes.size(); ++i)
-      col[i] = r.probes[i].*field;
-    return f.write_series_i64(std::string("/target/probes/") + name, col,
-                              {{"unit", std::string("ns")}, {"description", std::string(what)}});
-  };
-  using P = targets::ClockProbe;
-  if (auto w = probes("host_t0_ns", &P::host_t0_ns, "host (virtual) clock before"); !w) return w;
-  if (auto w = probes("device_mono_ns", &P::device_mono_ns, "CLOCK_MONOTONIC"); !w) return w;
-  if (auto w = probes("device_boot_ns", &P::device_boot_ns, "CLOCK_BOOTTIME"); !w) return w;
-  if (auto w = probes("device_real_ns", &P::device_real_ns, "CLOCK_REALTIME"); !w) return w;
-  if (auto w = probes("host_t3_ns", &P::host_t3_ns, "host (virtual) clock after"); !w) return w;
+  if (auto w = f.write_clock_probes("/target/probes", r.probes, "host (virtual) clock"); !w)
+    return w;
   for (const auto& s : r.telemetry.series) {
     const std::string base = "/telemetry_sampled/" + s.name;
     if (auto w = f.write_series_i64(base + "/t_ns", s.t_ns,

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "meltrig/rig/h5_file.hpp"
@@ -525,7 +526,11 @@ Result<void> ExtrasFile::write_attribute_group(std::string_view group_path,
   return write_attributes(group->get(), attrs);
 }
 
-Result<void> ExtrasFile::write_series(std::string_view dataset_path, std::span<const double> values,
+// The header keeps HDF5 out: hid_t is int64_t.
+static_assert(std::is_same_v<hid_t, std::int64_t>);
+
+Result<void> ExtrasFile::write_column(std::string_view dataset_path, std::int64_t file_type,
+                                      std::int64_t mem_type, std::size_t rows, const void* data,
                                       const std::vector<Attribute>& attrs) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
@@ -540,32 +545,50 @@ Result<void> ExtrasFile::write_series(std::string_view dataset_path, std::span<c
   if (!exists) return exists.error();
   if (*exists)
     return invalid(impl_->path_text + ": " + std::string(dataset_path) + " exists already");
-  auto dset = create_table(parent->get(), parts->back(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
-                           values.size(), values.data(), kSeriesChunkRows, h5::Filter::deflate);
+  auto dset = create_table(parent->get(), parts->back(), file_type, mem_type, rows, data,
+                           kSeriesChunkRows, h5::Filter::deflate);
   if (!dset) return dset.error();
   return write_attributes(dset->get(), attrs);
+}
+
+Result<void> ExtrasFile::write_series(std::string_view dataset_path, std::span<const double> values,
+                                      const std::vector<Attribute>& attrs) {
+  return write_column(dataset_path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values.size(), values.data(),
+                      attrs);
 }
 
 Result<void> ExtrasFile::write_series_i64(std::string_view dataset_path,
                                           std::span<const std::int64_t> values,
                                           const std::vector<Attribute>& attrs) {
-  assert(impl_);
-  if (auto r = impl_->usable(); !r) return r;
-  auto parts = split_path(dataset_path);
-  if (!parts || has_nul(dataset_path)) {
-    return invalid(impl_->path_text + ": dataset path '" + std::string(dataset_path) +
-                   "' has an empty part, '.' or '..'");
+  return write_column(dataset_path, H5T_STD_I64LE, H5T_NATIVE_INT64, values.size(), values.data(),
+                      attrs);
+}
+
+Result<void> ExtrasFile::write_clock_probes(std::string_view group_path,
+                                            std::span<const targets::ClockProbe> probes,
+                                            std::string_view host_clock) {
+  using P = targets::ClockProbe;
+  struct Column {
+    const char* name;
+    std::int64_t P::*field;
+    std::string what;
+  };
+  const Column cols[] = {
+      {"host_t0_ns", &P::host_t0_ns, std::string(host_clock) + " before the probe"},
+      {"device_mono_ns", &P::device_mono_ns, "device CLOCK_MONOTONIC"},
+      {"device_boot_ns", &P::device_boot_ns, "device CLOCK_BOOTTIME"},
+      {"device_real_ns", &P::device_real_ns, "device CLOCK_REALTIME"},
+      {"host_t3_ns", &P::host_t3_ns, std::string(host_clock) + " after the answer"},
+  };
+  std::vector<std::int64_t> col(probes.size());
+  for (const Column& c : cols) {
+    for (std::size_t i = 0; i < probes.size(); ++i)
+      col[i] = probes[i].*c.field;
+    auto w = write_series_i64(std::string(group_path) + "/" + c.name, col,
+                              {{"unit", std::string("ns")}, {"description", c.what}});
+    if (!w) return w;
   }
-  auto parent = walk_groups(impl_->file.get(), std::span(*parts).first(parts->size() - 1));
-  if (!parent) return parent.error();
-  auto exists = link_exists(parent->get(), parts->back());
-  if (!exists) return exists.error();
-  if (*exists)
-    return invalid(impl_->path_text + ": " + std::string(dataset_path) + " exists already");
-  auto dset = create_table(parent->get(), parts->back(), H5T_STD_I64LE, H5T_NATIVE_INT64,
-                           values.size(), values.data(), kSeriesChunkRows, h5::Filter::deflate);
-  if (!dset) return dset.error();
-  return write_attributes(dset->get(), attrs);
+  return {};
 }
 
 Result<void> ExtrasFile::close() {

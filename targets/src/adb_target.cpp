@@ -98,14 +98,7 @@ Result<void> AdbTarget::prepare() {
   if (trim(st.value().out) != "device")
     return Error{Errc::not_found, name() + ": get-state says '" +
                                       std::string(trim(st.value().out)) + "', not 'device'"};
-  auto mk =
-      checked(shell({"mkdir", "-p", cfg_.work_dir}, rs_.call_timeout), "mkdir -p " + cfg_.work_dir);
-  if (!mk) return mk.error();
-  if (!cfg_.local_probe.empty()) {
-    auto p = install_probe(cfg_.local_probe);
-    if (!p) return p;
-  }
-  return {};
+  return prepare_device(cfg_.work_dir, cfg_.local_probe);
 }
 
 Result<void> AdbTarget::push(const std::filesystem::path& local, const std::string& remote) {

@@ -258,6 +258,14 @@ Result<ClockProbe> RemoteShellTarget::probe_via_session() {
   return p;
 }
 
+Result<void> RemoteShellTarget::prepare_device(const std::string& work_dir,
+                                               const std::filesystem::path& local_probe) {
+  auto mk = checked(shell({"mkdir", "-p", work_dir}, rs_.call_timeout), "mkdir -p " + work_dir);
+  if (!mk) return mk.error();
+  if (local_probe.empty()) return {};
+  return install_probe(local_probe);
+}
+
 Result<void> RemoteShellTarget::install_probe(const std::filesystem::path& local) {
   const std::string tmp = rs_.probe_path + ".new";
   auto p = push(local, tmp);

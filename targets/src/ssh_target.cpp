@@ -110,14 +110,7 @@ Result<void> SshTarget::prepare() {
     }
     master_up_ = true;
   }
-  auto mk =
-      checked(shell({"mkdir", "-p", cfg_.work_dir}, rs_.call_timeout), "mkdir -p " + cfg_.work_dir);
-  if (!mk) return mk.error();
-  if (!cfg_.local_probe.empty()) {
-    auto p = install_probe(cfg_.local_probe);
-    if (!p) return p;
-  }
-  return {};
+  return prepare_device(cfg_.work_dir, cfg_.local_probe);
 }
 
 Result<void> SshTarget::push(const std::filesystem::path& local, const std::string& remote) {

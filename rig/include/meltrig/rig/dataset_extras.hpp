@@ -31,6 +31,7 @@
 #include "meltrig/fw/result.hpp"
 #include "meltrig/rig/dataset_types.hpp"
 #include "meltrig/targets/markers.hpp"
+#include "meltrig/targets/target.hpp"
 #include "meltrig/targets/telemetry.hpp"
 
 namespace meltrig::rig {
@@ -71,10 +72,20 @@ class ExtrasFile {
   Result<void> write_series_i64(std::string_view dataset_path, std::span<const std::int64_t> values,
                                 const std::vector<Attribute>& attrs);
 
+  /// Writes clock probes as five int64 series under `group_path` (one row per probe):
+  /// host_t0_ns, device_mono_ns, device_boot_ns, device_real_ns, host_t3_ns, unit "ns";
+  /// `host_clock` names the host clock of t0/t3 in their descriptions.
+  Result<void> write_clock_probes(std::string_view group_path,
+                                  std::span<const targets::ClockProbe> probes,
+                                  std::string_view host_clock);
+
   /// Closes the file, reporting HDF5's final write error if any. Further calls fail.
   Result<void> close();
 
  private:
+  Result<void> write_column(std::string_view dataset_path, std::int64_t file_type,
+                            std::int64_t mem_type, std::size_t rows, const void* data,
+                            const std::vector<Attribute>& attrs);
   struct Impl;
   explicit ExtrasFile(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

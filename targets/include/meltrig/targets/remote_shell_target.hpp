@@ -79,6 +79,10 @@ class RemoteShellTarget : public Target {
   virtual std::vector<std::string> transport_argv(const std::string& command_line) const = 0;
   /// Checks a housekeeping result: io_error naming `what` with stderr on a non-zero exit.
   Result<RunOutput> checked(Result<RunOutput> r, const std::string& what) const;
+  /// The device-side part of prepare(): `mkdir -p work_dir`, then install_probe(local_probe)
+  /// unless it is empty.
+  Result<void> prepare_device(const std::string& work_dir,
+                              const std::filesystem::path& local_probe);
 
   RemoteSettings rs_;
 
