@@ -344,12 +344,14 @@ static void delay_ms(long long ms) {
   }
 }
 
-/* Writes run.end status=interrupted and returns the exit code for the signal (128 + signal). */
-static int interrupted(mm_writer* w, model* m) {
+/* Writes run.end status=interrupted, frees what the run holds and returns the exit code for the
+ * signal (128 + signal). */
+static int interrupted(mm_writer* w, model* m, int* prompt_ids) {
   int sig = (int)g_signal;
   mm_run_end(w, "interrupted");
   mm_close(w);
   model_free(m);
+  free(prompt_ids);
   return 128 + sig;
 }
 
@@ -405,7 +407,7 @@ int main(int argc, char** argv) {
   if (o.sync &&
       (rc = mm_sync_pulse(&w, o.sync_code, (unsigned)o.sync_bits, o.sync_chip_ms * 1000000LL)) != 0)
     return fail("sync pulse", rc);
-  if (g_signal) return interrupted(&w, &m);
+  if (g_signal) return interrupted(&w, &m, prompt_ids);
 
   if ((rc = mm_load_start(&w, o.model)) != 0) return fail("load.start", rc);
   g_rng = o.seed;
@@ -420,7 +422,7 @@ int main(int argc, char** argv) {
   if ((rc = mm_prefill_start(&w, n_prompt)) != 0) return fail("prefill.start", rc);
   tok = 0;
   for (i = 0; i < n_prompt; ++i) {
-    if (g_signal) return interrupted(&w, &m);
+    if (g_signal) return interrupted(&w, &m, prompt_ids);
     tok = model_step(&m, prompt_ids[i], pos++);
   }
   if ((rc = mm_prefill_end(&w, n_prompt)) != 0) return fail("prefill.end", rc);
@@ -432,13 +434,13 @@ int main(int argc, char** argv) {
     if (i == 0) t_first = mm_now_ns();
     t_last = mm_now_ns();
     delay_ms(o.token_delay_ms);
-    if (g_signal) return interrupted(&w, &m);
+    if (g_signal) return interrupted(&w, &m, prompt_ids);
   }
 
   if (o.sync &&
       (rc = mm_sync_pulse(&w, o.sync_code, (unsigned)o.sync_bits, o.sync_chip_ms * 1000000LL)) != 0)
     return fail("sync pulse", rc);
-  if (g_signal) return interrupted(&w, &m);
+  if (g_signal) return interrupted(&w, &m, prompt_ids);
   if ((rc = mm_run_end(&w, "ok")) != 0) return fail("run.end", rc);
   if ((rc = mm_close(&w)) != 0) return fail("close", rc);
 
