@@ -657,3 +657,41 @@ TEST_CASE("markers: toy runner arguments") {
     }
   }
 }
+
+TEST_CASE(
+    "markers: the SDK, the toy runner and the device probe compile as C99 for aarch64 Linux") {
+  // A Jetson (and a phone's kernel) is aarch64: cross-compile with clang against Debian's
+  // aarch64 glibc headers (libc6-dev-arm64-cross), with the strict flags of the native build,
+  // and check the object really is AArch64 ELF (e_machine 183).
+  TempDir dir;
+  const std::string src = MELTRIG_SOURCE_DIR;
+  struct Unit {
+    std::string file;
+    std::vector<std::string> extra;
+  };
+  for (const Unit& u :
+       {Unit{src + "/examples/runner/toy_runner.c", {"-I" + src + "/targets/include"}},
+        Unit{src + "/targets/tools/meltrig_probe.c", {}}}) {
+    CAPTURE(u.file);
+    const auto obj = dir / "unit.o";
+    std::vector<std::string> argv = {"/usr/bin/clang", "--target=aarch64-linux-gnu",
+                                     "-isystem",       "/usr/aarch64-linux-gnu/include",
+                                     "-std=c99",       "-Wall",
+                                     "-Wextra",        "-Wpedantic",
+                                     "-Wshadow",       "-Wconversion",
+                                     "-Werror",        "-O2"};
+    argv.insert(argv.end(), u.extra.begin(), u.extra.end());
+    argv.insert(argv.end(), {"-c", u.file, "-o", obj.string()});
+    Process p(argv, dir.path(), "clang");
+    REQUIRE_MESSAGE(p.wait() == 0, p.err());
+    std::string elf = meltrig::test::read_file(obj);
+    REQUIRE(elf.size() > 20);
+    CHECK(elf.compare(0, 4,
+                      "\x7f"
+                      "ELF") == 0);
+    CHECK(static_cast<unsigned char>(elf[4]) == 2);  // ELFCLASS64
+    const unsigned machine =
+        static_cast<unsigned char>(elf[18]) | (static_cast<unsigned char>(elf[19]) << 8);
+    CHECK(machine == 183);  // EM_AARCH64
+  }
+}
