@@ -21,7 +21,7 @@ struct Captured {
 };
 
 Captured capture_from_emulator(fixtures::LvpmEmulatorConfig cfg, const std::filesystem::path& out,
-                               double seconds) {
+                               double seconds, double volts = 4.0) {
   auto emu = fixtures::LvpmEmulator::start(std::move(cfg));
   REQUIRE(emu.ok());
   rig::LvpmMonitor::Options mo;
@@ -32,7 +32,7 @@ Captured capture_from_emulator(fixtures::LvpmEmulatorConfig cfg, const std::file
   rig::CaptureOptions opt;
   opt.output = out;
   opt.duration_s = seconds;
-  opt.monitor.output_voltage_v = 4.0;
+  opt.monitor.output_voltage_v = volts;
   auto s = rig::run_capture(monitor, *info, opt);
   REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().describe()));
   monitor.close();
@@ -106,6 +106,35 @@ TEST_CASE("lvpm capture: 10 s of a known waveform over a pty reads back exactly 
       dir.path(), &py);
   INFO(py);
   CHECK(rc == 0);
+}
+
+std::uint64_t counter(const rig::CaptureSummary& s, const std::string& name) {
+  for (const auto& c : s.counters)
+    if (c.name == name) return c.value;
+  FAIL("no counter " << name);
+  return 0;
+}
+
+TEST_CASE(
+    "lvpm capture: a voltage above a revision-1 unit's 4.096 V full scale is counted clipped") {
+  TempDir dir;
+  for (std::uint8_t rev : {std::uint8_t{1}, std::uint8_t{3}}) {
+    CAPTURE(int(rev));
+    fixtures::LvpmEmulatorConfig cfg;
+    cfg.hardware_revision = rev;
+    cfg.waveform = fixtures::Waveform::constant(0.5);
+    auto c = capture_from_emulator(cfg, dir / ("rev" + std::to_string(rev) + ".h5"), 1.5, 4.2);
+    REQUIRE(c.summary.state == rig::CaptureState::complete);
+    REQUIRE(c.summary.samples > 5000);
+    if (rev == 1) {
+      // Every sample reads the full scale, 65532 x 62.5 uV, and every one is counted.
+      CHECK(counter(c.summary, "voltage_clipped_samples") == c.summary.valid_samples);
+      CHECK(c.summary.mean_voltage_v == doctest::Approx(65532 * 62.5e-6).epsilon(1e-6));
+    } else {
+      CHECK(counter(c.summary, "voltage_clipped_samples") == 0);
+      CHECK(c.summary.mean_voltage_v == doctest::Approx(4.2).epsilon(1e-4));
+    }
+  }
 }
 
 TEST_CASE("lvpm capture: a 20-packet gap is counted exactly and later samples keep their index") {

@@ -108,6 +108,7 @@ Result<MonitorInfo> LvpmMonitor::open() {
       {"hardware_revision", i(s->hardware_revision)},
       {"sample_rate_khz", i(s->sample_rate_khz)},
       {"output_voltage_setting_v", s->output_voltage_v()},
+      {"voltage_full_scale_v", lv::Calibrator::voltage_full_scale_v(s->hardware_revision)},
       {"power_up_current_limit_a", s->power_up_current_limit_a()},
       {"runtime_current_limit_a", s->runtime_current_limit_a()},
       {"usb_passthrough_mode", i(s->usb_passthrough_mode)},
@@ -154,6 +155,14 @@ Result<void> LvpmMonitor::configure(const MonitorConfig& cfg) {
   }
   if (s->usb_passthrough_mode != static_cast<std::uint8_t>(mode)) {
     return make_error(Errc::protocol_error, opt_.port + ": USB passthrough mode did not take");
+  }
+  const double full_scale = lv::Calibrator::voltage_full_scale_v(s->hardware_revision);
+  if (cfg.output_voltage_v > full_scale) {
+    log()->warn(
+        "{}: output voltage {} V is above the voltage channel's full scale, {} V on hardware "
+        "revision {}: voltage readings will clip (counted as voltage_clipped_samples) and power "
+        "computed from them will read low",
+        opt_.port, cfg.output_voltage_v, full_scale, s->hardware_revision);
   }
   return {};
 }
@@ -209,6 +218,8 @@ void LvpmMonitor::emit(SampleSink& sink, const lv::PlacedPacket& placed,
     sink.calibration({placed.first_index, v.fine_zero, v.fine_ref, v.coarse_zero, v.coarse_ref});
   }
   calibrator_.convert(p, status_.hardware_revision, cur_, volt_);
+  for (std::size_t i = 0; i < p.n; ++i)
+    if (lv::Calibrator::voltage_clipped(p.samples[i].main_voltage)) ++voltage_clipped_samples_;
   const std::array<ChannelData, 2> cols = {std::span<const float>(cur_.data(), p.n),
                                            std::span<const float>(volt_.data(), p.n)};
   sink.samples(placed.first_index, cols);
@@ -303,6 +314,7 @@ std::vector<Counter> LvpmMonitor::counters() const {
       {"wrap_lost_samples", s.wrap_lost},
       {"stalls_absorbed", s.stalls_absorbed},
       {"uncalibrated_samples", uncalibrated_samples_},
+      {"voltage_clipped_samples", voltage_clipped_samples_},
       {"duplicate_samples", duplicate_samples_},
       {"discarded_bytes", f.discarded_bytes},
       {"checksum_errors", f.checksum_errors},

@@ -260,6 +260,14 @@ class Calibrator {
   /// Main voltage in volts: (raw & ~3) * 62.5 uV for hardware revision 1, otherwise 125 uV
   /// (catapult's reading).
   static double voltage_volts(std::uint16_t raw, std::uint8_t hardware_revision);
+  /// The highest voltage the main channel can report: 65532 counts (4.096 V on hardware
+  /// revision 1, 8.19 V otherwise). A reading at full scale is clipped: the true voltage may be
+  /// higher.
+  static double voltage_full_scale_v(std::uint8_t hardware_revision) {
+    return voltage_volts(kVoltageFullScaleRaw, hardware_revision);
+  }
+  static bool voltage_clipped(std::uint16_t raw) { return (raw & ~3u) >= kVoltageFullScaleRaw; }
+  static constexpr std::uint16_t kVoltageFullScaleRaw = 65532;
   /// Converts a data packet's main channel into amps and volts (spans of at least p.n).
   void convert(const SamplePacket& p, std::uint8_t hardware_revision, std::span<float> amps,
                std::span<float> volts) const;

@@ -64,6 +64,7 @@ class LvpmMonitor final : public Monitor {
   std::deque<std::pair<fw::lvpm::PlacedPacket, fw::lvpm::SamplePacket>> uncalibrated_;
   std::uint64_t cal_generation_emitted_ = 0;
   std::uint64_t uncalibrated_samples_ = 0;
+  std::uint64_t voltage_clipped_samples_ = 0;  ///< voltage word at full scale
   std::uint64_t unexpected_packets_ = 0;
   // The last data packet's bytes: a repeat with the same sequence number is a duplicate.
   std::array<std::uint8_t, fw::lvpm::kMaxPayload> last_data_{};
