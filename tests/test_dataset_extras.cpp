@@ -287,6 +287,12 @@ TEST_CASE("extras: telemetry, attribute groups and series") {
     again.add("thermal/soc", "degC", 1, 1.0);
     CHECK(f->write_telemetry(again).error().message.find("/telemetry/thermal/soc exists") !=
           std::string::npos);
+    // Another group, same layout; a group that is not one link name is refused by name.
+    REQUIRE(f->write_telemetry(again, "telemetry_sampled").ok());
+    auto nested = f->write_telemetry(again, "a/b");
+    REQUIRE_FALSE(nested.ok());
+    CHECK(nested.error().code == Errc::invalid_argument);
+    CHECK(nested.error().message.find("telemetry group 'a/b'") != std::string::npos);
     REQUIRE(f->close().ok());
     CHECK_FALSE(f->close().ok());
   }
@@ -314,6 +320,8 @@ with h5py.File(sys.argv[1], "r") as f:
     s = f["telemetry/thermal/soc"]
     assert list(s["t_ns"]) == [1000, 2000] and list(s["value"]) == [41.5, 42.25]
     assert s.attrs["unit"] == "degC" and s.attrs["clock"] == "monotonic"
+    g = f["telemetry_sampled/thermal/soc"]
+    assert list(g["t_ns"]) == [1] and list(g["value"]) == [1.0] and g.attrs["unit"] == "degC"
     t = f["truth"].attrs
     assert t["tokens"] == 16 and t["energy_j"] == 1.25 and t["scenario"] == "steady"
     assert f["truth/phases"].attrs["n"] == 3

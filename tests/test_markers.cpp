@@ -671,7 +671,7 @@ TEST_CASE(
   };
   for (const Unit& u :
        {Unit{src + "/examples/runner/toy_runner.c", {"-I" + src + "/targets/include"}},
-        Unit{src + "/targets/tools/meltrig_probe.c", {}}}) {
+        Unit{src + "/targets/tools/meltrig_probe.c", {"-I" + src + "/targets/include"}}}) {
     CAPTURE(u.file);
     const auto obj = dir / "unit.o";
     std::vector<std::string> argv = {"/usr/bin/clang", "--target=aarch64-linux-gnu",

@@ -78,6 +78,15 @@ with h5py.File(sys.argv[1], "r") as f:
     print("marker_issues", int(f["markers/runner"].attrs["issue_count"]))
     print("truth_tokens", len(f["truth/tokens/energy_j"]))
     print("telemetry_soc", len(f["telemetry/thermal/soc"]))
+    # What the sampler read through the Target interface: the layout of /telemetry, each value
+    # the world's latest sample at or before its device-monotonic stamp.
+    full, got = f["telemetry/thermal/soc"][:], f["telemetry_sampled/thermal/soc"][:]
+    k = np.searchsorted(full["t_ns"], got["t_ns"], side="right") - 1
+    print("sampled_soc", len(got))
+    print("sampled_match", int(bool(np.all(k >= 0)) and bool(np.all(full["value"][k] == got["value"]))))
+    c = f["telemetry_sampled/thermal/soc"].attrs["clock"]
+    print("sampled_clock", c if isinstance(c, str) else c.decode())
+    print("probes", len(f["target/probes/device_mono_ns"]), int(f["target"].attrs["probe_count"]))
     s = tr["truth_json"]
     open(sys.argv[2], "w").write(s if isinstance(s, str) else s.decode())
 )PY";
@@ -171,6 +180,10 @@ TEST_CASE(
   CHECK(std::stoull(ra["truth_tokens"]) == want_tokens);
   CHECK(ra["marker_issues"] == "0");
   CHECK(std::stoull(ra["telemetry_soc"]) > 5);
+  CHECK(std::stoull(ra["sampled_soc"]) > 5);
+  CHECK(ra["sampled_match"] == "1");
+  CHECK(ra["sampled_clock"] == "monotonic");
+  CHECK(ra["probes"] == "16 16");  // 8 before and 8 after the capture
   // The marker file beside the dataset is the world's marker text.
   CHECK(test::read_file(a.string() + ".markers") == world->marker_file_text());
 

@@ -35,6 +35,15 @@ const std::vector<rig::Attribute>& invocation_attributes() {
   return g_invocation;
 }
 
+int route_relay(const std::string& spec, int channel, const std::vector<int>& safe_on,
+                std::unique_ptr<rig::RoutedRelay>& routed) {
+  if (spec.empty()) return kOk;
+  auto r = rig::RoutedRelay::open(spec, channel, safe_on);
+  if (!r) return fail("--relay " + spec + ": " + r.error().describe());
+  routed = std::move(r.value());
+  return kOk;
+}
+
 int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec) {
   if (!routed) return kOk;
   auto r = routed->restore();

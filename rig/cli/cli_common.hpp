@@ -38,6 +38,11 @@ void set_invocation(int argc, char** argv);
 
 void print_summary(const rig::CaptureSummary& s);
 
+/// Opens relay `spec` and routes `channel` to the device (all off, then it on; `safe_on` is the
+/// safe state). An empty spec opens nothing. kOk, or kFailure naming --relay SPEC.
+int route_relay(const std::string& spec, int channel, const std::vector<int>& safe_on,
+                std::unique_ptr<rig::RoutedRelay>& routed);
+
 /// Restores `routed`'s safe state now (if there is one) and reports it on stderr; kFailure,
 /// with "SAFE STATE NOT RESTORED" naming `spec`, if the relay did not take it. Resets `routed`.
 int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec);

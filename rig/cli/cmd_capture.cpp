@@ -36,11 +36,7 @@ int run(const CaptureArgs& a) {
   // Route the monitor's output to the device first (MELT's bench: all off, then one on). The
   // safe state comes back when `routed` goes: normal end, error return, SIGINT or SIGTERM.
   std::unique_ptr<rig::RoutedRelay> routed;
-  if (!a.relay.empty()) {
-    auto r = rig::RoutedRelay::open(a.relay, a.route, a.safe_on);
-    if (!r) return fail("--relay " + a.relay + ": " + r.error().describe());
-    routed = std::move(r.value());
-  }
+  if (int rc = route_relay(a.relay, a.route, a.safe_on, routed); rc != kOk) return rc;
   auto info = (*monitor)->open();
   if (!info) {
     restore_relay(routed, a.relay);

@@ -13,6 +13,7 @@
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
 #include "meltrig/targets/target_spec.hpp"
+#include "target_record.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -50,80 +51,9 @@ bool idle(double s) {
   return !g_interrupted.load();
 }
 
-/// `n` probes back to back, every one kept (failed ones are counted, not kept).
-std::vector<mt::ClockProbe> probe_burst(mt::Target& t, int n, int& failures,
-                                        std::optional<Error>& last) {
-  std::vector<mt::ClockProbe> out;
-  for (int i = 0; i < n; ++i) {
-    auto p = t.probe_clock();
-    if (p) {
-      out.push_back(*p);
-    } else {
-      ++failures;
-      last = p.error();
-    }
-  }
-  return out;
-}
-
-std::string join_for_humans(const std::vector<std::string>& argv) {
-  std::string s;
-  for (const auto& a : argv) {
-    if (!s.empty()) s += ' ';
-    bool plain = !a.empty() && a.find_first_of(" \t\n'\"\\$`;&|<>()*?[]{}~#!") == std::string::npos;
-    if (plain) {
-      s += a;
-    } else {
-      s += '\'';
-      for (char c : a) {
-        if (c == '\'') {
-          s += "'\\''";
-        } else {
-          s += c;
-        }
-      }
-      s += '\'';
-    }
-  }
-  return s;
-}
-
 bool is_token_line(const std::string& line) {
   auto sp = line.find(' ');
   return sp != std::string::npos && line.compare(sp + 1, 6, "token ") == 0;
-}
-
-/// Everything the run measured on the target side, written after the capture.
-struct TargetRecord {
-  std::string describe;
-  std::vector<std::string> argv;
-  int exit_code = -1;
-  bool timed_out = false;
-  bool interrupted = false;
-  std::vector<mt::ClockProbe> probes;
-  int probe_failures = 0;
-  mt::Telemetry telemetry;
-  std::uint64_t telemetry_samples = 0, telemetry_errors = 0;
-  std::uint64_t streamed_tokens = 0;
-};
-
-Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& r) {
-  std::vector<rig::Attribute> attrs = {
-      {"describe", r.describe},
-      {"runner_argv", join_for_humans(r.argv)},
-      {"runner_argc", static_cast<std::int64_t>(r.argv.size())},
-      {"exit_code", static_cast<std::int64_t>(r.exit_code)},
-      {"timed_out", static_cast<std::int64_t>(r.timed_out ? 1 : 0)},
-      {"interrupted", static_cast<std::int64_t>(r.interrupted ? 1 : 0)},
-      {"probe_count", static_cast<std::int64_t>(r.probes.size())},
-      {"probe_failures", static_cast<std::int64_t>(r.probe_failures)},
-      {"probe_clock", std::string("host: CLOCK_MONOTONIC (steady) ns, same clock as the root "
-                                  "attribute host_steady_clock_start_ns")},
-      {"telemetry_samples", static_cast<std::int64_t>(r.telemetry_samples)},
-      {"telemetry_errors", static_cast<std::int64_t>(r.telemetry_errors)},
-  };
-  if (auto w = f.write_attribute_group("/target", attrs); !w) return w;
-  return f.write_clock_probes("/target/probes", r.probes, "host steady clock");
 }
 
 int run(const RunArgs& a) {
@@ -165,11 +95,7 @@ int run(const RunArgs& a) {
   }
 
   std::unique_ptr<rig::RoutedRelay> routed;
-  if (!a.relay.empty()) {
-    auto r = rig::RoutedRelay::open(a.relay, a.route, a.safe_on);
-    if (!r) return fail("--relay " + a.relay + ": " + r.error().describe());
-    routed = std::move(r.value());
-  }
+  if (int rc = route_relay(a.relay, a.route, a.safe_on, routed); rc != kOk) return rc;
   auto info = (*monitor)->open();
   if (!info) {
     restore_relay(routed, a.relay);
@@ -179,9 +105,10 @@ int run(const RunArgs& a) {
   TargetRecord rec;
   rec.describe = target.describe();
   rec.argv = a.runner;
-  std::optional<Error> probe_error;
-  auto before = probe_burst(target, a.probes, rec.probe_failures, probe_error);
-  rec.probes = before;
+  rec.probe_clock =
+      "host: CLOCK_MONOTONIC (steady) ns, same clock as the root attribute "
+      "host_steady_clock_start_ns";
+  take_probes(target, a.probes, rec);
 
   // The capture runs on its own thread until `finish` (complete), or Ctrl-C, which the watcher
   // forwards to `stop` (interrupted).
@@ -219,16 +146,17 @@ int run(const RunArgs& a) {
     } else {
       mt::MarkerTail tail(target, a.markers);
       const bool live = !a.quiet && ::isatty(STDERR_FILENO);
+      std::uint64_t streamed_tokens = 0;  // for the live line; the file's markers are the record
       auto deadline = std::chrono::steady_clock::now() +
                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                           std::chrono::duration<double>(a.timeout));
       for (;;) {
         if (auto lines = tail.poll(); lines) {
           for (const auto& l : *lines)
-            if (is_token_line(l)) ++rec.streamed_tokens;
+            if (is_token_line(l)) ++streamed_tokens;
           if (live)
             std::fprintf(stderr, "\rrunner: %llu tokens",
-                         static_cast<unsigned long long>(rec.streamed_tokens));
+                         static_cast<unsigned long long>(streamed_tokens));
         }
         if (!(*h)->running()) break;
         if (g_interrupted.load()) {
@@ -263,8 +191,7 @@ int run(const RunArgs& a) {
   rec.telemetry = sampler.stop();
   rec.telemetry_samples = sampler.samples();
   rec.telemetry_errors = sampler.errors();
-  auto after = probe_burst(target, a.probes, rec.probe_failures, probe_error);
-  rec.probes.insert(rec.probes.end(), after.begin(), after.end());
+  take_probes(target, a.probes, rec);
   finish.store(true);
   capture.join();
   watcher.request_stop();
@@ -303,10 +230,7 @@ int run(const RunArgs& a) {
   }
   auto file = rig::ExtrasFile::open(a.output);
   if (!file) return fail(file.error().describe());
-  if (auto w = write_target(*file, rec); !w) return fail(w.error().describe());
-  if (!rec.telemetry.series.empty()) {
-    if (auto w = file->write_telemetry(rec.telemetry); !w) return fail(w.error().describe());
-  }
+  if (auto w = write_target(*file, rec, "telemetry"); !w) return fail(w.error().describe());
   if (log) {
     if (auto w = file->write_markers("runner", *log); !w) return fail(w.error().describe());
   }
@@ -322,9 +246,9 @@ int run(const RunArgs& a) {
                "passes\n",
                target.name().c_str(), rec.exit_code, rec.timed_out ? " (timed out)" : "", tokens,
                rec.probes.size(), static_cast<unsigned long long>(rec.telemetry_samples));
-  if (rec.probes.empty() && probe_error) {
+  if (rec.probes.empty() && rec.last_probe_error) {
     std::fprintf(stderr, "meltrig: warning: no clock probe succeeded: %s\n",
-                 probe_error->describe().c_str());
+                 rec.last_probe_error->describe().c_str());
   }
   if (!marker_error.empty()) {
     rc = fail(marker_error + " (the capture, telemetry and /target are kept in " + a.output + ")");

@@ -28,6 +28,7 @@
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
 #include "meltrig/targets/target.hpp"
+#include "target_record.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -48,71 +49,10 @@ constexpr const char* kRemoteMarkers = "run.markers";
 /// Clock probes taken before and after the run, each kept (as `meltrig run` does).
 constexpr int kProbesPerBurst = 8;
 
-/// The target side of the run, as `meltrig run` records it in /target.
-struct TargetRecord {
-  std::string describe;
-  std::vector<std::string> argv;
-  int exit_code = -1;
-  std::vector<targets::ClockProbe> probes;
-  int probe_failures = 0;
-  std::int64_t epoch_ns = 0;
-  double speed = 1.0;
-  targets::Telemetry telemetry;  ///< what the TelemetrySampler read during the capture
-  std::uint64_t telemetry_samples = 0, telemetry_errors = 0;
-};
-
-void take_probes(targets::Target& t, int n, TargetRecord& rec) {
-  for (int i = 0; i < n; ++i) {
-    auto p = t.probe_clock();
-    if (p)
-      rec.probes.push_back(*p);
-    else
-      ++rec.probe_failures;
-  }
-}
-
 std::size_t count_lines(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return static_cast<std::size_t>(
       std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'));
-}
-
-/// /target (attributes), /target/probes/* (int64 ns, one row per probe) and the sampled
-/// telemetry under /telemetry_sampled/<series>/{t_ns,value} (/telemetry holds the world's
-/// complete reported series).
-Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& r) {
-  std::string argv_text;
-  for (const auto& x : r.argv)
-    argv_text += (argv_text.empty() ? "" : " ") + x;
-  std::vector<rig::Attribute> attrs = {
-      {"describe", r.describe},
-      {"runner_argv", argv_text},
-      {"runner_argc", static_cast<std::int64_t>(r.argv.size())},
-      {"exit_code", static_cast<std::int64_t>(r.exit_code)},
-      {"probe_count", static_cast<std::int64_t>(r.probes.size())},
-      {"probe_failures", static_cast<std::int64_t>(r.probe_failures)},
-      {"probe_clock", std::string("host: the bench's virtual clock, ns (virtual_clock_speed x "
-                                  "real time); true time t = (host ns - epoch_ns) / 1e9")},
-      {"epoch_ns", r.epoch_ns},
-      {"virtual_clock_speed", r.speed},
-      {"telemetry_samples", static_cast<std::int64_t>(r.telemetry_samples)},
-      {"telemetry_errors", static_cast<std::int64_t>(r.telemetry_errors)},
-  };
-  if (auto w = f.write_attribute_group("/target", attrs); !w) return w;
-  if (auto w = f.write_clock_probes("/target/probes", r.probes, "host (virtual) clock"); !w)
-    return w;
-  for (const auto& s : r.telemetry.series) {
-    const std::string base = "/telemetry_sampled/" + s.name;
-    if (auto w = f.write_series_i64(base + "/t_ns", s.t_ns,
-                                    {{"unit", std::string("ns")}, {"clock", s.clock}});
-        !w)
-      return w;
-    if (auto w = f.write_series(base + "/value", s.value,
-                                {{"unit", s.unit}, {"description", s.description}});
-        !w)
-      return w;
-  }
-  return {};
 }
 
 /// The ground truth as attributes of /truth plus per-token and per-phase series.
@@ -368,9 +308,12 @@ int run(const SimArgs& a) {
     if (auto r = f->write_telemetry(world->telemetry()); !r) return fail(r.error().describe());
     rec.describe = target.describe();
     rec.argv = runner_argv;
-    rec.epoch_ns = target.epoch_ns();
-    rec.speed = a.speed;
-    if (auto r = write_target(*f, rec); !r) return fail(r.error().describe());
+    rec.probe_clock =
+        "host: the bench's virtual clock, ns (virtual_clock_speed x real time); true time t = "
+        "(host ns - epoch_ns) / 1e9";
+    rec.extra_attributes = {{"epoch_ns", target.epoch_ns()}, {"virtual_clock_speed", a.speed}};
+    // /telemetry holds the world's complete reported series; what the sampler read goes beside.
+    if (auto r = write_target(*f, rec, "telemetry_sampled"); !r) return fail(r.error().describe());
     if (auto r = f->close(); !r) return fail(r.error().describe());
   }
   if (auto r = write_truth(a.output, *world, mc, captured_s); !r) return fail(r.error().describe());

@@ -25,7 +25,6 @@ using targets::MarkerKind;
 using targets::MarkerLog;
 
 constexpr std::string_view kMarkersGroup = "markers";
-constexpr std::string_view kTelemetryGroup = "telemetry";
 constexpr std::uint64_t kTableChunkRows = 4096;
 constexpr std::uint64_t kSeriesChunkRows = 65536;
 
@@ -461,10 +460,14 @@ Result<void> ExtrasFile::write_markers(std::string_view name, const MarkerLog& l
   return h5::write_string_array_attribute(g, "kind_names", kind_names);
 }
 
-Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry) {
+Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry,
+                                         std::string_view group) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   const hid_t file = impl_->file.get();
+  if (auto g = split_path(group); !g || g->size() != 1 || has_nul(group))
+    return invalid(impl_->path_text + ": telemetry group '" + std::string(group) +
+                   "' is not one link name");
   auto file_type = telemetry_type(true);
   if (!file_type) return file_type.error();
   auto mem_type = telemetry_type(false);
@@ -486,7 +489,7 @@ Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry) {
       return invalid(impl_->path_text + ": telemetry series '" + s.name +
                      "': unit, clock or description holds a NUL byte");
     }
-    parts->insert(parts->begin(), std::string(kTelemetryGroup));
+    parts->insert(parts->begin(), std::string(group));
     paths.push_back(std::move(*parts));
   }
   for (std::size_t i = 0; i < telemetry.series.size(); ++i) {
@@ -497,7 +500,8 @@ Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry) {
     auto exists = link_exists(parent->get(), parts.back());
     if (!exists) return exists.error();
     if (*exists) {
-      return invalid(impl_->path_text + ": /telemetry/" + s.name + " exists already");
+      return invalid(impl_->path_text + ": /" + std::string(group) + "/" + s.name +
+                     " exists already");
     }
     std::vector<TelemetryRow> rows(s.t_ns.size());
     for (std::size_t j = 0; j < rows.size(); ++j)

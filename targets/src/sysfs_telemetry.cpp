@@ -1,10 +1,13 @@
 #include "meltrig/targets/sysfs_telemetry.hpp"
 
+#include "meltrig/targets/sysfs_patterns.h"
+
 #include <glob.h>
 
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 
 namespace meltrig::targets {
@@ -83,22 +86,8 @@ void emit_rail(const Rail& r, std::vector<TelemetryReading>& out) {
 }  // namespace
 
 const std::vector<std::string>& sysfs_telemetry_patterns() {
-  static const std::vector<std::string> patterns = {
-      "class/thermal/thermal_zone*/type",
-      "class/thermal/thermal_zone*/temp",
-      "devices/system/cpu/cpu*/cpufreq/scaling_cur_freq",
-      "class/devfreq/*/cur_freq",
-      "class/power_supply/*/current_now",
-      "class/power_supply/*/voltage_now",
-      "class/hwmon/hwmon*/name",
-      "class/hwmon/hwmon*/in*_label",
-      "class/hwmon/hwmon*/in*_input",
-      "class/hwmon/hwmon*/curr*_input",
-      "bus/i2c/drivers/ina3221x/*/iio:device*/rail_name_*",
-      "bus/i2c/drivers/ina3221x/*/iio:device*/in_power*_input",
-      "bus/i2c/drivers/ina3221x/*/iio:device*/in_current*_input",
-      "bus/i2c/drivers/ina3221x/*/iio:device*/in_voltage*_input",
-  };
+  static const std::vector<std::string> patterns(std::begin(meltrig_sysfs_patterns),
+                                                 std::end(meltrig_sysfs_patterns));
   return patterns;
 }
 

@@ -15,23 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-/* Kept in step with kSysfsTelemetryPatterns in targets/src/sysfs_telemetry.cpp. */
-static const char* const kPatterns[] = {
-    "class/thermal/thermal_zone*/type",
-    "class/thermal/thermal_zone*/temp",
-    "devices/system/cpu/cpu*/cpufreq/scaling_cur_freq",
-    "class/devfreq/*/cur_freq",
-    "class/power_supply/*/current_now",
-    "class/power_supply/*/voltage_now",
-    "class/hwmon/hwmon*/name",
-    "class/hwmon/hwmon*/in*_label",
-    "class/hwmon/hwmon*/in*_input",
-    "class/hwmon/hwmon*/curr*_input",
-    "bus/i2c/drivers/ina3221x/*/iio:device*/rail_name_*",
-    "bus/i2c/drivers/ina3221x/*/iio:device*/in_power*_input",
-    "bus/i2c/drivers/ina3221x/*/iio:device*/in_current*_input",
-    "bus/i2c/drivers/ina3221x/*/iio:device*/in_voltage*_input",
-};
+#include "meltrig/targets/sysfs_patterns.h"
 
 static long long ns_of(clockid_t id) {
   struct timespec ts;
@@ -68,9 +52,10 @@ static int dump_telemetry(const char* root) {
   root_len = strlen(root);
   while (root_len > 1 && root[root_len - 1] == '/')
     --root_len;
-  for (i = 0; i < sizeof kPatterns / sizeof kPatterns[0]; ++i) {
+  for (i = 0; i < sizeof meltrig_sysfs_patterns / sizeof meltrig_sysfs_patterns[0]; ++i) {
     glob_t g;
-    int n = snprintf(pattern, sizeof pattern, "%.*s/%s", (int)root_len, root, kPatterns[i]);
+    int n = snprintf(pattern, sizeof pattern, "%.*s/%s", (int)root_len, root,
+                     meltrig_sysfs_patterns[i]);
     if (n < 0 || (size_t)n >= sizeof pattern) return 2;
     if (glob(pattern, 0, NULL, &g) != 0) continue;
     for (k = 0; k < g.gl_pathc; ++k)

@@ -54,9 +54,11 @@ class ExtrasFile {
   /// cannot), naming the source line.
   Result<void> write_markers(std::string_view name, const targets::MarkerLog& log);
 
-  /// Writes every series as /telemetry/<series name>. invalid_argument if a series exists already,
-  /// has a bad name (empty part, "." or ".."), or t_ns and value differ in length.
-  Result<void> write_telemetry(const targets::Telemetry& telemetry);
+  /// Writes every series as /<group>/<series name> (default /telemetry). invalid_argument if a
+  /// series exists already, has a bad name (empty part, "." or ".."), or t_ns and value differ in
+  /// length.
+  Result<void> write_telemetry(const targets::Telemetry& telemetry,
+                               std::string_view group = "telemetry");
 
   /// Creates the group `group_path` (intermediate groups too, e.g. "/truth" or "/sim/truth") if
   /// absent and writes `attrs` on it as scalar attributes (invalid_argument if one exists).
