@@ -56,7 +56,8 @@ inline std::vector<std::pair<double, double>> make_bursts(double duration, const
   std::vector<std::pair<double, double>> out;
   if (f.bursts_per_s <= 0.0) return out;
   std::exponential_distribution<double> gap(f.bursts_per_s);
-  for (double t = gap(rng); t < duration; t += gap(rng))
+  // Bursts never overlap (a Poisson process of burst starts after each burst's end).
+  for (double t = gap(rng); t < duration; t += f.burst_s + gap(rng))
     out.emplace_back(t, t + f.burst_s);
   return out;
 }
