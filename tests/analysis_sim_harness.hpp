@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
+#include "meltrig/analysis/adapter.hpp"
 #include "meltrig/analysis/energy.hpp"
 #include "meltrig/analysis/inputs.hpp"
 #include "meltrig/fixtures/sim_world.hpp"
@@ -92,73 +95,50 @@ inline void sample_power(const fixtures::sim::World& w, SimCapture& c, const Ben
   }
 }
 
-inline analysis::EventKind kind_of(targets::MarkerKind k, bool& ok) {
-  using K = targets::MarkerKind;
-  using E = analysis::EventKind;
-  ok = true;
-  switch (k) {
-    case K::run_start:
-      return E::run_start;
-    case K::run_end:
-      return E::run_end;
-    case K::load_start:
-      return E::load_start;
-    case K::load_end:
-      return E::load_end;
-    case K::prefill_start:
-      return E::prefill_start;
-    case K::prefill_end:
-      return E::prefill_end;
-    case K::token:
-      return E::token;
-    case K::sync_start:
-      return E::sync_start;
-    case K::sync_end:
-      return E::sync_end;
-    default:
-      ok = false;
-      return E::token;
-  }
+// The world's own clock as the clock map, with an offset and drift error: what a sync library
+// with that error would hand over. Only the monotonic clock is covered.
+inline analysis::ClockMap world_map(const fixtures::sim::World& w, const SimCapture& c,
+                                    const BenchFlaws& f, std::mt19937_64& rng) {
+  return [&w, &c, &f, &rng](std::string_view clock,
+                            std::int64_t ns) -> std::optional<analysis::MappedTime> {
+    if (clock != "monotonic") return std::nullopt;
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    double m = c.to_monitor(w.true_time_of_mono(ns));
+    m += f.sync_offset_s + f.sync_drift_ppm * 1e-6 * m + f.extra_marker_sd_s * gauss(rng);
+    return analysis::MappedTime{m, f.sync_bound_s};
+  };
 }
 
-inline void map_events(const fixtures::sim::World& w, SimCapture& c, const BenchFlaws& f,
-                       std::mt19937_64& rng) {
+inline std::vector<analysis::Event> map_events(const fixtures::sim::World& w, const SimCapture& c,
+                                               const BenchFlaws& f, std::mt19937_64& rng) {
   const double jitter = w.scenario().clocks.jitter_ns * 1e-9;
-  std::normal_distribution<double> gauss(0.0, 1.0);
-  const double sigma = f.wake_median_s > 0 && f.wake_p99_s > f.wake_median_s
-                           ? std::log(f.wake_p99_s / f.wake_median_s) / 2.326
-                           : 0.0;
-  for (const targets::MarkerEvent& e : w.markers().events) {
-    bool ok = false;
-    analysis::EventKind k = kind_of(e.kind, ok);
-    if (!ok) continue;
-    double t = w.true_time_of_mono(e.t_ns);
-    if (f.wake_median_s > 0 && k == analysis::EventKind::token)
-      t += f.wake_median_s * std::exp(sigma * gauss(rng));
-    double m = c.to_monitor(t);
-    m += f.sync_offset_s + f.sync_drift_ppm * 1e-6 * m + f.extra_marker_sd_s * gauss(rng);
-    double u = f.sync_bound_s + 3.0 * jitter + 3.0 * f.extra_marker_sd_s + f.wake_p99_s;
-    c.events.push_back({m, u, k, e.index});
+  auto ev = analysis::events_from_markers(w.markers(), world_map(w, c, f, rng),
+                                          3.0 * (jitter + f.extra_marker_sd_s) + f.wake_p99_s);
+  REQUIRE_MESSAGE(ev.ok(), (ev.ok() ? "" : ev.error().describe()));
+  if (f.wake_median_s > 0 && f.wake_p99_s > f.wake_median_s) {  // markers late after edges
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    const double sigma = std::log(f.wake_p99_s / f.wake_median_s) / 2.326;
+    for (analysis::Event& e : *ev)
+      if (e.kind == analysis::EventKind::token)
+        e.t_s += f.wake_median_s * std::exp(sigma * gauss(rng));
   }
+  return std::move(ev).value();
 }
 
 inline void map_telemetry(const fixtures::sim::World& w, SimCapture& c) {
   const auto& scn = w.scenario();
-  for (const targets::TelemetrySeries& s : w.telemetry().series) {
-    analysis::TimedSeries t;
-    t.name = s.name;
-    t.unit = s.unit;
-    for (std::size_t i = 0; i < s.t_ns.size(); ++i) {
-      t.t_s.push_back(c.to_monitor(w.true_time_of_mono(s.t_ns[i])));
-      t.value.push_back(s.value[i]);
-    }
-    if (s.name == "power/fuel_gauge_current") {  // the gauge's documented window and lag
+  BenchFlaws exact;
+  exact.sync_offset_s = 0.0;
+  exact.sync_drift_ppm = 0.0;
+  std::mt19937_64 unused(0);
+  c.telemetry = analysis::series_from_telemetry(w.telemetry(), world_map(w, c, exact, unused));
+  for (analysis::TimedSeries& t : c.telemetry) {
+    if (t.name == "power/fuel_gauge_current") {  // the gauge's documented window and lag
       t.window_s = scn.fuel_gauge.window_s;
       t.lag_s = scn.fuel_gauge.lag_s;
-    } else if (s.name.starts_with("power/rail/")) {
+    } else if (t.name.starts_with("power/rail/")) {
       t.window_s = scn.rails.averaging_samples * scn.rails.conversion_ms * 1e-3;
     }
-    c.telemetry.push_back(std::move(t));
   }
 }
 
@@ -171,7 +151,7 @@ inline SimCapture capture_world(const fixtures::sim::World& w, const BenchFlaws&
   std::mt19937_64 rng(f.seed);
   c.bursts = make_bursts(w.duration_s(), f, rng);
   sample_power(w, c, f, rng);
-  map_events(w, c, f, rng);
+  c.events = map_events(w, c, f, rng);
   map_telemetry(w, c);
   const double cut = scn.usb.hub_cut_s;
   if (scn.usb.supply_fraction > 0) {

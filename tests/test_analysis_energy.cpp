@@ -44,8 +44,9 @@ an::WindowIntegrator run(const std::vector<float>& p, double rate, std::vector<a
 TEST_CASE("analysis energy: overlapping windows on a ramp are exact for every chunk size") {
   const double rate = 1000.0;
   auto p = ramp(2001, rate);  // 0 .. 2 s
-  std::vector<an::Window> w = {
-      {0.1234, 0.5678}, {0.0, 2.0}, {0.5, 0.5004}, {1.9, 1.2}, {0.3333, 1.7777}};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<an::Window> w = {{0.1234, 0.5678}, {0.0, 2.0},       {0.5, 0.5004},
+                               {1.9, 1.2},       {0.3333, 1.7777}, {nan, 1.0}};
   for (std::size_t chunk : {1UL, 7UL, 1000UL, 5000UL}) {
     CAPTURE(chunk);
     auto wi = run(p, rate, w, chunk);
@@ -55,6 +56,9 @@ TEST_CASE("analysis energy: overlapping windows on a ramp are exact for every ch
     CHECK(wi.window(3).duration_s == 0.0);  // reversed window: empty, not negative
     CHECK(wi.window(4).energy_j == doctest::Approx(ramp_energy(0.3333, 1.7777)).epsilon(1e-6));
     CHECK(wi.window(4).peak_w == doctest::Approx(2 + 3 * 1.7777).epsilon(1e-6));
+    REQUIRE(wi.window_count() == 6);
+    CHECK(wi.window(5).energy_j == 0.0);  // a NaN edge: an empty window, never a crash
+    CHECK(wi.window(5).covered_s == 0.0);
     CHECK_FALSE(wi.window(0).touches_gap());
   }
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "meltrig/analysis/adapter.hpp"
 #include "meltrig/analysis/analysis.hpp"
 
 namespace {
@@ -138,4 +139,30 @@ TEST_CASE("analysis parts: statistics across files pool the repetitions of every
   auto one = an::summarize_repetitions(std::span<const an::RunResult>(files.data(), 1));
   CHECK(one[0].summary.n == 2);
   CHECK(one[0].summary.mean == doctest::Approx(11.0));
+}
+
+TEST_CASE("analysis parts: markers on a clock the map does not cover are refused, named") {
+  auto log = meltrig::targets::parse_markers(
+      "meltrig-markers 1 clock=realtime\n"
+      "1000 run.start id=x\n"
+      "2000 prefill.start tokens=4\n",
+      "run.markers");
+  REQUIRE(log.ok());
+  an::ClockMap mono_only = [](std::string_view clock,
+                              std::int64_t ns) -> std::optional<an::MappedTime> {
+    if (clock != "monotonic") return std::nullopt;
+    return an::MappedTime{static_cast<double>(ns) * 1e-9, 1e-4};
+  };
+  auto ev = an::events_from_markers(*log, mono_only);
+  REQUIRE_FALSE(ev.ok());
+  CHECK(ev.error().message ==
+        "run.markers:2: run.start at 1000 ns on clock 'realtime' is not covered by the clock map");
+  log->clock = "monotonic";
+  auto ok = an::events_from_markers(*log, mono_only, 2e-5);
+  REQUIRE(ok.ok());
+  REQUIRE(ok->size() == 2);
+  CHECK((*ok)[1].kind == an::EventKind::prefill_start);
+  CHECK((*ok)[1].index == 4);
+  CHECK((*ok)[1].t_s == doctest::Approx(2e-6));
+  CHECK((*ok)[1].uncertainty_s == doctest::Approx(1.2e-4));
 }

@@ -51,13 +51,17 @@ WindowIntegrator::WindowIntegrator(double rate_hz, std::vector<Window> windows,
   edges_.reserve(2 * (windows_.size() + probes.size()));
   for (std::size_t i = 0; i < windows_.size(); ++i) {
     Window& w = windows_[i];
-    if (!(w.t1_s >= w.t0_s)) w.t1_s = w.t0_s;  // also catches NaN ends
+    if (!std::isfinite(w.t0_s) || !std::isfinite(w.t1_s)) {  // never seen: all gap, no data
+      w.t0_s = w.t1_s = std::numeric_limits<double>::infinity();
+    }
+    if (!(w.t1_s >= w.t0_s)) w.t1_s = w.t0_s;
     auto id = static_cast<std::uint32_t>(i);
     edges_.push_back({w.t0_s, id, 0});
     edges_.push_back({w.t1_s, id, 1});
   }
   snippets_.resize(probes.size());
   for (std::size_t i = 0; i < probes.size(); ++i) {
+    if (!std::isfinite(probes[i])) probes[i] = std::numeric_limits<double>::infinity();
     snippets_[i].t0_s = probes[i] - probe_radius_s;
     snippets_[i].t1_s = probes[i] + probe_radius_s;
     auto id = static_cast<std::uint32_t>(i);
@@ -79,7 +83,7 @@ void WindowIntegrator::on_edge(const Edge& e, const CumState& s, double v_at) {
     case 1: {
       double peak = std::fmax(stats_[e.id].peak_w, v_at);
       const Window& w = windows_[e.id];
-      stats_[e.id] = between(start_state_[e.id], s, w.t1_s - w.t0_s);
+      stats_[e.id] = between(start_state_[e.id], s, w.t1_s > w.t0_s ? w.t1_s - w.t0_s : 0.0);
       stats_[e.id].peak_w = peak;
       erase_value(active_, e.id);
       break;
