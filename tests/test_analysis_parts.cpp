@@ -4,10 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <vector>
 
 #include "meltrig/analysis/adapter.hpp"
 #include "meltrig/analysis/analysis.hpp"
+#include "meltrig/targets/melt_import.hpp"
 
 namespace {
 
@@ -165,4 +168,52 @@ TEST_CASE("analysis parts: markers on a clock the map does not cover are refused
   CHECK((*ok)[1].index == 4);
   CHECK((*ok)[1].t_s == doctest::Approx(2e-6));
   CHECK((*ok)[1].uncertainty_s == doctest::Approx(1.2e-4));
+}
+
+TEST_CASE("analysis parts: an imported MELT run re-analysed, MELT's formula beside the corrected") {
+  namespace melt = meltrig::targets::melt;
+  const std::filesystem::path dir =
+      std::filesystem::path(MELTRIG_SOURCE_DIR) / "fixtures" / "data" / "melt_run";
+  auto run = melt::scan_run_dir(dir);
+  REQUIRE(run.ok());
+  REQUIRE(run->monsoon_csv.has_value());
+  auto trace = melt::read_monsoon_csv(*run->monsoon_csv);
+  REQUIRE(trace.ok());
+  auto t0 = melt::read_t_monsoon(dir / ".t_monsoon");
+  REQUIRE(t0.ok());
+  const auto& conv = run->conversations.front();
+  REQUIRE(conv.llamacpp_events.has_value());
+  auto log = melt::read_llamacpp_events(*conv.llamacpp_events);
+  REQUIRE(log.ok());
+  // MELT's own alignment: wall clock minus the host's start time, at the nominal 5 kHz.
+  std::vector<float> power;
+  for (std::size_t i = 0; i < trace->size(); ++i)
+    power.push_back(trace->current_a[i] * trace->voltage_v[i]);
+  an::ClockMap wall = [&](std::string_view clock,
+                          std::int64_t ns) -> std::optional<an::MappedTime> {
+    if (clock != "realtime") return std::nullopt;
+    return an::MappedTime{static_cast<double>(ns) * 1e-9 - *t0, 0.0};
+  };
+  auto ev = an::events_from_markers(*log, wall);
+  REQUIRE_MESSAGE(ev.ok(), (ev.ok() ? "" : ev.error().describe()));
+  an::AnalysisInputs in;
+  in.samples = an::series_from_span(power, 5000.0);
+  in.events = *ev;
+  auto a = an::analyze(in);
+  REQUIRE_MESSAGE(a.ok(), (a.ok() ? "" : a.error().describe()));
+  const an::RepResult& r = a->run.reps.at(0);
+  const an::PhaseResult* pf = r.phase("prefill");
+  const an::PhaseResult* dc = r.phase("decode");
+  REQUIRE((pf && dc));
+  // MELT's figure is the whole prompt window over the output tokens.
+  auto window = an::integrate_power(power, 5000.0, pf->start_s, dc->end_s);
+  CHECK(r.melt_j_per_token ==
+        doctest::Approx(window.joules / static_cast<double>(r.output_tokens)).epsilon(1e-9));
+  CHECK(r.j_per_token < r.melt_j_per_token);
+  auto j = an::to_json(*a);
+  CHECK(j["melt"]["melt_j_per_token"].get<double>() == doctest::Approx(r.melt_j_per_token));
+  std::printf("MELT fixture: %lld tokens, MELT's J/token %.4f, decode gross %.4f, net %s\n",
+              static_cast<long long>(r.output_tokens), r.melt_j_per_token, r.j_per_token,
+              std::isnan(r.j_per_token_net) ? "n/a (no idle window in the file)"
+                                            : std::to_string(r.j_per_token_net).c_str());
 }
