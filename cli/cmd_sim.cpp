@@ -19,11 +19,11 @@
 #include <thread>
 
 #include "cli_common.hpp"
+#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/fixtures/lvpm_emulator.hpp"
 #include "meltrig/fixtures/relay_emulators.hpp"
 #include "meltrig/fixtures/sim_target.hpp"
 #include "meltrig/fixtures/sim_world.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
 #include "meltrig/rig/lvpm_monitor.hpp"
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
@@ -60,7 +60,7 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
                          const fixtures::LvpmEmulatorConfig& mon, double captured_s) {
   const auto& t = w.truth();
   const double actual_rate = 1000.0 * mon.sample_rate_khz * (1.0 + mon.clock_ppm * 1e-6);
-  std::vector<rig::Attribute> attrs = {
+  std::vector<dataset::Attribute> attrs = {
       {"scenario", w.scenario().name},
       {"scenario_digest", sim::scenario_digest(w.scenario())},
       {"scenario_toml", w.scenario().source_text},
@@ -85,7 +85,7 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
        std::string("true time of sample i = i / monitor_actual_rate_hz (s since the world's t=0)")},
       {"relay_channel", static_cast<std::int64_t>(w.scenario().relay.channel)},
   };
-  auto f = rig::ExtrasFile::open(file);
+  auto f = dataset::RunRecord::open(file);
   if (!f) return f.error();
   if (auto r = f->write_attribute_group("/truth", attrs); !r) return r.error();
   auto series = [&](const std::string& path, auto&& get, const auto& rows, const char* unit,
@@ -333,7 +333,7 @@ int run(const SimArgs& a) {
   const double actual_rate = 1000.0 * mc.sample_rate_khz * (1.0 + mc.clock_ppm * 1e-6);
   const double captured_s = static_cast<double>(s->samples) / actual_rate;
   {
-    auto f = rig::ExtrasFile::open(a.output);
+    auto f = dataset::RunRecord::open(a.output);
     if (!f) return fail(f.error().describe());
     if (auto r = f->write_markers("runner", *log); !r) return fail(r.error().describe());
     if (auto r = f->write_telemetry(world->telemetry()); !r) return fail(r.error().describe());
