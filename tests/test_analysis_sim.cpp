@@ -1,6 +1,7 @@
 // The analysis against the simulated bench's truth: per-token and per-phase energy on every
-// shipped scenario, with a realistic clock-map error and the bench's flaws (rail low-pass, wake
-// latency, background bursts) laid on top by the harness. The truth is read only here, by the
+// shipped scenario, with the world's bench physics (rail low-pass, governor ramps, wake latency,
+// background bursts) and a realistic clock-map error from the harness. The truth (the supply-side
+// energy the monitor delivers, per token and phase) is read only here, by the
 // assertions; the analysis sees samples, mapped events and telemetry.
 #include <doctest/doctest.h>
 
@@ -54,19 +55,15 @@ an::RunAnalysis analyze(const SimCapture& c, const an::RunConfig& cfg = {}) {
   return std::move(r).value();
 }
 
-bool in_usb(const World& w, double t0, double t1) {
-  return w.usb_share(t0) > 0 || w.usb_share(t1) > 0 || w.usb_share(0.5 * (t0 + t1)) > 0;
-}
-
-// Relative per-token energy errors (tokens fed by USB left out: the monitor cannot see them).
-std::vector<double> token_errors(const World& w, const SimCapture& c, const an::RunResult& r) {
+// Relative per-token energy errors against the energy the monitor delivers over the token
+// ([t0_intended_s, t1_s]: from the previous marker to its own).
+std::vector<double> token_errors(const World& w, const an::RunResult& r) {
   const auto& truth = w.truth().tokens;
   REQUIRE(truth.size() == r.tokens.size());
   std::vector<double> err;
   for (std::size_t i = 0; i < truth.size(); ++i) {
     const TokenTruth& t = truth[i];
-    if (in_usb(w, t.t0_s, t.t1_s)) continue;
-    double e = t.energy_j + c.burst_energy(t.t0_s, t.t1_s);
+    double e = t.supply_energy_j;
     err.push_back(std::abs(r.tokens[i].stats.energy_j - e) / e);
   }
   return err;
@@ -93,18 +90,18 @@ void print(const char* what, const Figures& f) {
               f.refined, 100 * f.median, 100 * f.p99, 100 * f.max);
 }
 
-// Phase energies (load, prefill, decode) against the truth, relative; USB-fed phases left out.
-double worst_phase_error(const World& w, const SimCapture& c, const an::RunResult& r) {
+// Phase energies (load, prefill, decode) against the supply-side truth, relative.
+double worst_phase_error(const World& w, const an::RunResult& r) {
   double worst = 0.0;
   for (const PhaseTruth& p : w.truth().phases) {
     const char* name = p.phase == Phase::load      ? "load"
                        : p.phase == Phase::prefill ? "prefill"
                        : p.phase == Phase::decode  ? "decode"
                                                    : nullptr;
-    if (name == nullptr || p.t1_s <= p.t0_s || in_usb(w, p.t0_s, p.t1_s)) continue;
+    if (name == nullptr || p.t1_s <= p.t0_s) continue;
     const an::PhaseResult* est = r.reps.at(static_cast<std::size_t>(p.rep)).phase(name);
     REQUIRE(est != nullptr);
-    double e = p.energy_j + c.burst_energy(p.t0_s, p.t1_s);
+    double e = p.supply_energy_j;
     double err = std::abs(est->stats.energy_j - e) / e;
     if (err > 0.002)
       std::printf("  phase %s rep %d: %.4f J vs truth %.4f J over %.4f s (est %.4f s)\n", name,
@@ -114,23 +111,18 @@ double worst_phase_error(const World& w, const SimCapture& c, const an::RunResul
   return worst;
 }
 
+// The clock-map error a good sync leaves (the bench physics is the world's own).
 BenchFlaws flawed() {
-  BenchFlaws f;
-  f.rail_tau_s = 50e-6;
-  f.wake_median_s = 20e-6;
-  f.wake_p99_s = 150e-6;
-  f.bursts_per_s = 2.0;
-  return f;
+  return BenchFlaws{};
 }
 
 // The issue's goals: per-token error median <= 0.5%, p99 <= 2%; phases within 0.2%.
-Figures check_goals(const char* label, const World& w, const SimCapture& c,
-                    const an::RunResult& r) {
-  Figures f = figures(token_errors(w, c, r), r);
+Figures check_goals(const char* label, const World& w, const an::RunResult& r) {
+  Figures f = figures(token_errors(w, r), r);
   print(label, f);
   CHECK(f.median <= 0.005);
   CHECK(f.p99 <= 0.02);
-  double ph = worst_phase_error(w, c, r);
+  double ph = worst_phase_error(w, r);
   std::printf("  worst phase error %.4f%%\n", 100 * ph);
   CHECK(ph <= 0.002);
   return f;
@@ -138,19 +130,20 @@ Figures check_goals(const char* label, const World& w, const SimCapture& c,
 
 }  // namespace
 
-TEST_CASE("analysis sim: phone per-token and phase energy within the goals on a flawed bench") {
+TEST_CASE("analysis sim: phone per-token and phase energy within the goals with bench physics") {
   World w = world_of("phone_llamacpp.toml");
   SimCapture c = capture_world(w, flawed());
   auto a = analyze(c);
-  Figures f = check_goals("phone_llamacpp (flawed bench)", w, c, a.run);
-  // Refinement on a good clock map does no harm.
+  Figures f = check_goals("phone_llamacpp (bench physics)", w, a.run);
   an::RunConfig off;
   off.refine = false;
   auto raw = analyze(c, off);
-  Figures fr = figures(token_errors(w, c, raw.run), raw.run);
-  print("phone_llamacpp (flawed bench), not refined", fr);
-  CHECK(f.median <= 1.1 * fr.median);
-  CHECK(f.p99 <= 1.1 * fr.p99);
+  Figures fr = figures(token_errors(w, raw.run), raw.run);
+  print("phone_llamacpp (bench physics), not refined", fr);
+  // On a good map refinement gains nothing and costs a little: the step it finds is the next
+  // token's compute start, one wake latency after the marker. The cost stays far inside the goals.
+  CHECK(f.median <= fr.median + 0.0002);
+  CHECK(f.p99 <= fr.p99 + 0.0005);
 }
 
 TEST_CASE(
@@ -158,7 +151,7 @@ TEST_CASE(
   World w = world_of("jetson_orin.toml");
   SimCapture c = capture_world(w, flawed());
   an::Analysis a = analyze_all(c, w.supply_voltage_v());
-  check_goals("jetson_orin (flawed bench)", w, c, a.run);
+  check_goals("jetson_orin (bench physics)", w, a.run);
   REQUIRE(a.run.reps.size() == 3);
   // Per repetition: decode tokens/s and J/token against the truth's own figures.
   for (std::size_t r = 0; r < 3; ++r) {
@@ -191,7 +184,7 @@ TEST_CASE("analysis sim: the fuel gauge's bias is recovered, USB-fed windows rep
   World w = world_of("fuel_gauge_validation.toml");
   SimCapture c = capture_world(w, flawed());
   an::Analysis a = analyze_all(c, w.supply_voltage_v());
-  check_goals("fuel_gauge_validation (flawed bench)", w, c, a.run);
+  check_goals("fuel_gauge_validation (bench physics)", w, a.run);
   const an::SoftwareResult* g = nullptr;
   for (const an::SoftwareResult& s : a.software)
     if (s.series == "power/fuel_gauge_current") g = &s;
@@ -218,10 +211,9 @@ TEST_CASE("analysis sim: the fuel gauge's bias is recovered, USB-fed windows rep
 TEST_CASE("analysis sim: the thermal soak's throttling onset and tokens/s against temperature") {
   World w = world_of("thermal_soak_30min.toml");
   BenchFlaws fl = flawed();
-  fl.rail_tau_s = 0.0;  // 9 M samples: the low-pass is covered by the shorter scenarios
   SimCapture c = capture_world(w, fl);
   an::Analysis a = analyze_all(c, w.supply_voltage_v());
-  check_goals("thermal_soak_30min (bursts, wake, sync)", w, c, a.run);
+  check_goals("thermal_soak_30min (bench physics)", w, a.run);
   REQUIRE(w.truth().throttle_onset_s > 0);
   REQUIRE(a.thermal.onset_s.has_value());
   const double truth = c.to_monitor(w.truth().throttle_onset_s);
@@ -247,8 +239,8 @@ TEST_CASE("analysis sim: refinement pulls badly placed markers back toward the p
   off.refine = false;
   auto raw = analyze(c, off);
   auto ref = analyze(c);
-  Figures fr = figures(token_errors(w, c, raw.run), raw.run);
-  Figures ff = figures(token_errors(w, c, ref.run), ref.run);
+  Figures fr = figures(token_errors(w, raw.run), raw.run);
+  Figures ff = figures(token_errors(w, ref.run), ref.run);
   print("phone, markers +-0.3 ms, not refined", fr);
   print("phone, markers +-0.3 ms, refined", ff);
   CHECK(ff.median < 0.7 * fr.median);
