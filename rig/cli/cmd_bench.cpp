@@ -379,6 +379,7 @@ int run_longrun(const LongrunArgs& a) {
 struct StampArgs {
   std::string stamp_tool, runner, dir = ".";
   int tokens = 300, runs = 3;
+  bool realtime = false;
 };
 
 /// A sibling build product: `name` under DIR/../SUB or DIR/../../SUB, DIR = this binary's dir.
@@ -400,6 +401,7 @@ int run_stamp(const StampArgs& a) {
   o.runner = a.runner.empty() ? beside_build("examples/meltrig_toy_runner") : a.runner;
   o.dir = a.dir;
   o.tokens = a.tokens;
+  o.realtime = a.realtime;
   std::printf("toy runner --stream, %d tokens, under %s\n", a.tokens, o.stamp_tool.c_str());
   for (int i = 0; i < a.runs; ++i) {
     auto e = mt::measure_stamp_errors(o);
@@ -454,6 +456,7 @@ void add_bench(CLI::App& app, Commands& cmds) {
   stamp->add_option("--dir", sa->dir, "directory for the marker files")->capture_default_str();
   stamp->add_option("--tokens", sa->tokens, "tokens per run")->capture_default_str();
   stamp->add_option("--runs", sa->runs, "runs")->capture_default_str();
+  stamp->add_flag("--realtime", sa->realtime, "meltrig_stamp --realtime (SCHED_FIFO stamper)");
   cmds.push_back({stamp, [sa] { return run_stamp(*sa); }});
 }
 

@@ -40,6 +40,7 @@ struct RunArgs {
   bool stamp = false;               ///< unmodified runner: meltrig_stamp writes --markers
   std::string stamp_tool;           ///< host build of meltrig_stamp to install, or "" (device PATH)
   std::string stamp_prompt_file;    ///< device path, for meltrig_stamp --prompt-file
+  bool stamp_realtime = false;      ///< meltrig_stamp --realtime
   std::vector<std::string> runner;  ///< argv after `--`
 };
 
@@ -102,6 +103,7 @@ int run(const RunArgs& a) {
   if (a.stamp) {
     auto s = mt::prepare_stamp(target, a.stamp_tool, a.markers, a.stamp_prompt_file);
     if (!s) return fail("--stamp: " + s.error().describe());
+    s->realtime = a.stamp_realtime;
     runner_argv = mt::stamped_argv(*s, a.runner);
   }
 
@@ -314,6 +316,8 @@ void add_run(CLI::App& app, Commands& cmds) {
                   "host build of meltrig_stamp for the device, installed beside --markers");
   cmd->add_option("--stamp-prompt-file", a->stamp_prompt_file,
                   "device file holding the prompt (else the runner's -p/--prompt)");
+  cmd->add_flag("--stamp-realtime", a->stamp_realtime,
+                "meltrig_stamp --realtime: the stamper at SCHED_FIFO (needs the privilege)");
   cmd->add_option("runner", a->runner, "the runner's argv, after `--`");
   cmds.push_back({cmd, [a] { return run(*a); }});
 }

@@ -383,11 +383,14 @@ StampErrors stamp_errors(const MarkerLog& stamped, const MarkerLog& truth) {
 Result<StampErrors> measure_stamp_errors(const StampBenchOptions& o) {
   const auto stamped = o.dir / "stamp_bench.stamped.markers";
   const auto truth = o.dir / "stamp_bench.truth.markers";
-  auto r =
-      run_process({o.stamp_tool.string(), "--markers", stamped.string(), "--", o.runner.string(),
-                   "--markers", truth.string(), "--prompt", "Why is the sky blue", "--tokens",
-                   std::to_string(o.tokens), "--no-sync", "--stream"},
-                  milliseconds(600000));
+  StampRun run;
+  run.device_tool = o.stamp_tool.string();
+  run.markers = stamped.string();
+  run.realtime = o.realtime;
+  auto r = run_process(stamped_argv(run, {o.runner.string(), "--markers", truth.string(),
+                                          "--prompt", "Why is the sky blue", "--tokens",
+                                          std::to_string(o.tokens), "--no-sync", "--stream"}),
+                       milliseconds(600000));
   if (!r) return r.error();
   if (r->timed_out || r->exit_code != 0)
     return Error{Errc::io_error, o.stamp_tool.string() + " " + o.runner.string() + ": exit " +
@@ -406,6 +409,7 @@ std::vector<std::string> stamped_argv(const StampRun& run, const std::vector<std
     argv.push_back("--prompt-file");
     argv.push_back(run.prompt_file);
   }
+  if (run.realtime) argv.push_back("--realtime");
   argv.push_back("--");
   argv.insert(argv.end(), runner.begin(), runner.end());
   return argv;

@@ -106,6 +106,7 @@ struct StampBenchOptions {
   std::filesystem::path runner;
   std::filesystem::path dir;
   int tokens = 300;
+  bool realtime = false;  ///< meltrig_stamp --realtime
 };
 /// Runs it and matches the stamps with the runner's own emission times (stamp_errors). An Error
 /// if either program fails or a marker file does not parse.
@@ -116,9 +117,10 @@ struct StampRun {
   std::string device_tool;  ///< meltrig_stamp on the device ("meltrig_stamp": found in PATH)
   std::string markers;      ///< marker file on the device
   std::string prompt_file;  ///< device path for --prompt-file ("" : from the runner's -p)
+  bool realtime = false;    ///< --realtime: the stamper runs SCHED_FIFO (needs the privilege)
 };
 
-/// The device argv: `TOOL --markers M [--prompt-file F] -- RUNNER...`.
+/// The device argv: `TOOL --markers M [--prompt-file F] [--realtime] -- RUNNER...`.
 std::vector<std::string> stamped_argv(const StampRun& run, const std::vector<std::string>& runner);
 
 /// Makes a target ready for a stamped run: with a host build `local_tool`, installs it beside the
