@@ -339,6 +339,18 @@ TEST_CASE("stamp: runners that crash, print nothing, flood, or cannot start end 
     CHECK(p->out().size() == static_cast<std::size_t>(n));
     MESSAGE("flood: " << of_kind(log, MarkerKind::token).size() << " chunks for " << n << " bytes");
   }
+  SUBCASE("--realtime raises the stamper alone: the program runs at normal priority") {
+    std::vector<std::string> argv = {stamp_tool(), "--markers", markers.string(),
+                                     "--realtime", "--",        "/usr/bin/chrt",
+                                     "-p",         "0"};
+    Process p(argv, dir.path(), "rt");
+    CHECK(p.wait() == 0);
+    MarkerLog log = complete_log(markers);
+    const std::string rt = header(log, "realtime");
+    CHECK((rt == "yes" || rt == "no-permission"));
+    CHECK(p.out().find("SCHED_OTHER") != std::string::npos);  // reset on fork
+    MESSAGE("--realtime here: " << rt);
+  }
   SUBCASE("a program that does not exist") {
     auto p = stamp({"/nonexistent/runner"}, "missing");
     CHECK(p->wait() == 127);
