@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "meltrig/targets/adb_target.hpp"
 #include "meltrig/targets/markers.hpp"
 #include "meltrig/targets/melt_import.hpp"
 #include "meltrig/targets/shell_quote.hpp"
@@ -434,4 +435,48 @@ TEST_CASE("stamp: the toy runner streaming one token per write: every token foun
   auto c = check_stamped(log, summary);
   CHECK((c.verdict == StampVerdict::match || c.verdict == StampVerdict::split));
   CHECK(of_kind(c.log, MarkerKind::token).size() == static_cast<std::size_t>(n));
+}
+
+TEST_CASE("stamp: adb target installs meltrig_stamp and runs llama-cli under it (stand-in)") {
+  // fixtures/adb_standin/transcript_stamp.json: hand-written adb answers for a stamped llama-cli
+  // run (no phone here): the device argv must match it word for word.
+  TempDir dir;
+  const std::string work = "/data/local/tmp/meltrig";
+  const std::string src = MELTRIG_SOURCE_DIR;
+  meltrig::targets::AdbConfig cfg;
+  cfg.adb = {"/usr/bin/python3",
+             src + "/fixtures/adb_standin/fake_adb.py",
+             "--transcript",
+             src + "/fixtures/adb_standin/transcript_stamp.json",
+             "--log",
+             (dir / "adb.jsonl").string(),
+             "--state",
+             (dir / "state").string()};
+  cfg.serial = "R5CT1234ABC";
+  cfg.work_dir = work;
+  AdbTarget t(cfg);
+  auto run = prepare_stamp(t, stamp_tool(), work + "/m.txt", "");
+  REQUIRE_MESSAGE(run.ok(), (run.ok() ? "" : run.error().describe()));
+  CHECK(run->device_tool == work + "/meltrig_stamp");
+  CHECK(read_file(dir / "state/device/data/local/tmp/meltrig/meltrig_stamp") ==
+        read_file(stamp_tool()));
+  const std::vector<std::string> runner = {"/data/local/tmp/llama-cli",
+                                           "-m",
+                                           "/data/local/tmp/Llama-3.2-1B-Instruct-Q4_0.gguf",
+                                           "-p",
+                                           "Why is the sky blue?",
+                                           "-n",
+                                           "24",
+                                           "-no-cnv"};
+  auto out = t.run(stamped_argv(*run, runner), std::chrono::milliseconds(20000));
+  REQUIRE(out.ok());
+  REQUIRE_MESSAGE(out->exit_code == 0, out->err);
+  REQUIRE(t.pull(work + "/m.txt", dir / "m.txt").ok());
+  MarkerLog log = complete_log(dir / "m.txt");
+  auto c = check_stamped_output(log, out->out + out->err);
+  CHECK(c.verdict == StampVerdict::match);
+  CHECK(c.trailing_blank == 1);
+  CHECK(of_kind(c.log, MarkerKind::token).size() == 24);
+  CHECK(of_kind(c.log, MarkerKind::prefill_end).front()->index == 7);
+  CHECK(header(c.log, "summary.format") == "llama_perf");
 }
