@@ -399,27 +399,62 @@ static int interrupted(mm_writer* w, model* m, int* prompt_ids) {
   return 128 + sig;
 }
 
-int main(int argc, char** argv) {
-  options o;
-  mm_writer w;
-  model m;
-  struct sigaction sa;
-  char header[256], run_id[64];
-  int* prompt_ids;
-  int n_prompt, rc, i, tok, pos = 0;
-  int64_t t_first = 0, t_last = 0, t_start = mm_now_ns(), t_prefill = 0;
-
+/* --print-args anywhere: each argument on its own line (quoting tests); 1 if it was there. */
+static int print_args(int argc, char** argv) {
+  int i;
   for (i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--print-args") == 0) {
       for (i = 1; i < argc; ++i) {
         fputs(argv[i], stdout);
         fputc('\n', stdout);
       }
-      return 0;
+      return 1;
     }
   }
-  rc = parse_args(argc, argv, &o);
-  if (rc != 0) return rc;
+  return 0;
+}
+
+static void install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal; /* no SA_RESTART: sleeps return early */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static int open_markers(mm_writer* w, const options* o) {
+  char header[256];
+  int rc;
+  snprintf(header, sizeof header, "runner=meltrig_toy_runner seed=%llu", o->seed);
+  if ((rc = mm_open(w, o->markers, header)) != 0) return rc;
+  mm_set_fsync(w, o->fsync_each);
+  mm_set_clock_period_ns(w, (int64_t)o->clock_period_ms * 1000000LL);
+  if (o->sync) mm_set_busy_threads(w, (int)o->sync_threads);
+  return 0;
+}
+
+/* The summary line: stdout, or stderr in --stream mode (stdout holds only the tokens). */
+static void report(const options* o, int n_prompt, int tok, int64_t decode_ns) {
+  fprintf(o->stream ? stderr : stdout,
+          "prompt_tokens=%d tokens=%lld last_token_id=%d decode_ms_per_token=%.3f\n", n_prompt,
+          o->tokens, tok,
+          o->tokens > 1
+              ? (double)decode_ns / 1e6 / (double)(o->tokens - 1) - (double)o->token_delay_ms
+              : 0.0);
+}
+
+int main(int argc, char** argv) {
+  options o;
+  mm_writer w;
+  model m;
+  char run_id[64];
+  int* prompt_ids;
+  int n_prompt, rc, i, tok, pos = 0;
+  int64_t t_first = 0, t_last = 0, t_start = mm_now_ns(), t_prefill = 0;
+
+  if (print_args(argc, argv)) return 0;
+  if ((rc = parse_args(argc, argv, &o)) != 0) return rc;
 
   n_prompt = tokenize(o.prompt, NULL, 0);
   if (n_prompt == 0) return usage("the prompt has no words", NULL);
@@ -429,18 +464,8 @@ int main(int argc, char** argv) {
   if (prompt_ids == NULL) return fail("prompt", -ENOMEM);
   tokenize(o.prompt, prompt_ids, n_prompt);
 
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal; /* no SA_RESTART: sleeps return early */
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-
-  snprintf(header, sizeof header, "runner=meltrig_toy_runner seed=%llu", o.seed);
-  rc = mm_open(&w, o.markers, header);
-  if (rc != 0) return fail(o.markers, rc);
-  mm_set_fsync(&w, o.fsync_each);
-  mm_set_clock_period_ns(&w, (int64_t)o.clock_period_ms * 1000000LL);
-  if (o.sync) mm_set_busy_threads(&w, (int)o.sync_threads);
+  install_handlers();
+  if ((rc = open_markers(&w, &o)) != 0) return fail(o.markers, rc);
   memset(&m, 0, sizeof m);
 
   if (o.run_id == NULL) {
@@ -491,17 +516,11 @@ int main(int argc, char** argv) {
   if (g_signal) return interrupted(&w, &m, prompt_ids);
   if ((rc = mm_run_end(&w, "ok")) != 0) return fail("run.end", rc);
   if ((rc = mm_close(&w)) != 0) return fail("close", rc);
-
   if (o.stream) {
     write_out("\n", 1);
     print_perf(n_prompt, o.tokens, t_prefill, t_last - t_first, mm_now_ns() - t_start);
   }
-  fprintf(o.stream ? stderr : stdout,
-          "prompt_tokens=%d tokens=%lld last_token_id=%d decode_ms_per_token=%.3f\n", n_prompt,
-          o.tokens, tok,
-          o.tokens > 1
-              ? (double)(t_last - t_first) / 1e6 / (double)(o.tokens - 1) - (double)o.token_delay_ms
-              : 0.0);
+  report(&o, n_prompt, tok, t_last - t_first);
   model_free(&m);
   free(prompt_ids);
   return 0;
