@@ -41,7 +41,7 @@
 #include <sys/prctl.h>
 #endif
 
-enum { CHUNK = 4096, MAX_PROMPT = 1 << 20 };
+enum { CHUNK = 4096, MAX_PROMPT = 1 << 20, MAX_DRAIN = 1024 };
 
 static int g_sig_pipe[2] = {-1, -1};
 static const int k_forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -329,13 +329,15 @@ static int read_once(run* r, int* fd, int is_terminal) {
   return 0;
 }
 
-/* After the program ended: whatever is still buffered, without waiting for other holders. */
+/* After the program ended: whatever is still buffered, without waiting for other holders and
+ * without following a grandchild that keeps writing (at most MAX_DRAIN reads of each). */
 static void drain(run* r) {
+  int n;
   if (r->master >= 0) set_flags(r->master, 0, O_NONBLOCK);
   if (r->err_r >= 0) set_flags(r->err_r, 0, O_NONBLOCK);
-  while (r->master >= 0 && read_once(r, &r->master, 1) == 1) {
+  for (n = 0; n < MAX_DRAIN && r->master >= 0 && read_once(r, &r->master, 1) == 1; ++n) {
   }
-  while (r->err_r >= 0 && read_once(r, &r->err_r, 0) == 1) {
+  for (n = 0; n < MAX_DRAIN && r->err_r >= 0 && read_once(r, &r->err_r, 0) == 1; ++n) {
   }
 }
 
