@@ -864,7 +864,7 @@ TEST_CASE("hvpm capture: 5 s of a known waveform through the driver read back ex
   mc.usb_passthrough = rig::MonitorConfig::UsbPassthrough::on;
   auto r = run(dir, cfg, 5.0, {}, mc);
 
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.info.channels.size() == 3);
   CHECK(r.info.serial_number == "20001");
   CHECK(r.truth.samples_device_dropped == 0);
@@ -923,7 +923,7 @@ TEST_CASE("hvpm capture: a reflashed LVPM (model 1) converts with resistor-deriv
   cfg.lvpm_resistor_offsets = {12, -7, 0, 0};
   cfg.waveform = fixtures::Waveform::constant(0.75);
   auto r = run(dir, cfg, 1.5);
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.summary.samples == r.truth.samples_sent);
   const double true_mean = r.truth.sum_true_amps / static_cast<double>(r.truth.samples_sent);
   CHECK(std::abs(r.summary.mean_current_a - true_mean) / true_mean < 1e-3);
@@ -936,7 +936,7 @@ TEST_CASE(
   auto cfg = triangle_config(dir);
   cfg.faults.drop_data_packets = {{300, 20}, {700, 3}};  // 20 wraps the 4-bit counter; 3 does not
   auto r = run(dir, cfg, 3.0);
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.truth.samples_lost_in_transit == 69);
   CHECK(r.summary.valid_samples == r.truth.samples_sent);
   std::string py;
@@ -1067,7 +1067,7 @@ TEST_CASE("hvpm faults: a disconnect ends the capture with port_gone and a reada
   cfg.faults.disconnect_at_s = 1.2;
   auto r = run(dir, cfg, 10.0);
   CHECK(r.truth.disconnected);
-  CHECK(r.summary.state == rig::CaptureState::failed);
+  CHECK(r.summary.state == dataset::CaptureState::failed);
   REQUIRE(r.summary.failure.has_value());
   CHECK(r.summary.failure->code == Errc::port_gone);
   CHECK(r.summary.samples == r.truth.samples_sent);
