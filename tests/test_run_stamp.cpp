@@ -30,10 +30,14 @@ g = f["markers/runner"]
 ev = g["events"][:]
 kinds = [s(k) for k in ev["kind"]]
 tok = [int(i) for k, i in zip(kinds, ev["index"]) if k == "token"]
-check(tok == list(range(tokens)), "token indices %r" % tok)
 h = dict(zip([s(k) for k in g.attrs["header_keys"]], [s(v) for v in g.attrs["header_values"]]))
+verdict = h.get("stamp.verdict")
+# Two chunks merged under load (often the last token with the closing newline) look like an
+# unprinted end-of-generation token: one token fewer (docs/stamp.md, limits).
+n = tokens - 1 if verdict == "end_of_generation" else tokens
+check(tok == list(range(n)), "token indices %r; verdict %r" % (tok, verdict))
 check(h.get("stamper") == "meltrig_stamp", "stamper %r" % h.get("stamper"))
-check(h.get("stamp.verdict") in ("match", "split"), "verdict %r" % h.get("stamp.verdict"))
+check(verdict in ("match", "split", "end_of_generation"), "verdict %r" % verdict)
 check(h.get("summary.format") == "llama_perf", "summary.format %r" % h.get("summary.format"))
 check(h.get("summary.output_tokens") == str(tokens), "summary tokens %r" % h.get("summary.output_tokens"))
 pe = [int(i) for k, i in zip(kinds, ev["index"]) if k == "prefill.end"]
