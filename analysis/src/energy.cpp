@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "meltrig/dataset/trapezoid.hpp"
+
 namespace meltrig::analysis {
 
 WindowEnergy integrate_power(std::span<const float> p, double rate_hz, double t0, double t1) {
@@ -28,14 +30,12 @@ WindowEnergy integrate_power(std::span<const float> p, double rate_hz, double t0
     double t = static_cast<double>(i) / rate_hz;
     double v = p[i];
     if (std::isnan(v)) ++out.missing_samples;
-    if (t > prev_t && !std::isnan(v) && !std::isnan(prev_v))
-      out.joules += 0.5 * (v + prev_v) * (t - prev_t);
+    if (t > prev_t) out.joules += dataset::trapezoid_area(prev_v, v, t - prev_t);
     prev_t = t;
     prev_v = v;
   }
   double v1 = value_at(t1);
-  if (t1 > prev_t && !std::isnan(v1) && !std::isnan(prev_v))
-    out.joules += 0.5 * (v1 + prev_v) * (t1 - prev_t);
+  if (t1 > prev_t) out.joules += dataset::trapezoid_area(prev_v, v1, t1 - prev_t);
   return out;
 }
 
