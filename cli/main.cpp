@@ -8,6 +8,8 @@
 #include <csignal>
 
 #include "cli_common.hpp"
+#include "meltrig/fixtures/emulated_hvpm.hpp"
+#include "meltrig/rig/hvpm_monitor.hpp"
 
 int main(int argc, char** argv) {
   using namespace meltrig::cli;
@@ -24,6 +26,8 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   InterruptWatcher interrupts;
   set_invocation(argc, argv);
+  // "hvpm:emulated[:key=value,...]": the real HVPM driver over the in-process emulator.
+  meltrig::rig::HvpmMonitor::set_emulator_factory(&meltrig::fixtures::make_emulated_hvpm);
 
   CLI::App app{"meltrig: hardware-in-the-loop energy measurement of on-device LLMs"};
   app.set_version_flag("--version", std::string(MELTRIG_VERSION));
