@@ -1,7 +1,10 @@
 // Shared pieces of the command line: see cli_common.hpp.
 #include "cli_common.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstdio>
 #include <memory>
@@ -9,6 +12,51 @@
 namespace meltrig::cli {
 
 std::atomic<bool> g_interrupted{false};
+
+namespace {
+std::stop_source g_interrupt;
+// Wakes the watcher thread when it is to end (never sent by anyone else).
+constexpr int kWakeSignal = SIGUSR2;
+
+sigset_t watched_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, kWakeSignal);
+  return set;
+}
+}  // namespace
+
+std::stop_token interrupt_token() {
+  return g_interrupt.get_token();
+}
+
+InterruptWatcher::InterruptWatcher() {
+  const sigset_t set = watched_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  thread_ = std::jthread([set](std::stop_token st) {
+    while (!st.stop_requested()) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0 || sig == kWakeSignal) continue;
+      g_interrupted.store(true);
+      g_interrupt.request_stop();
+    }
+  });
+}
+
+InterruptWatcher::~InterruptWatcher() {
+  thread_.request_stop();
+  pthread_kill(thread_.native_handle(), kWakeSignal);
+}
+
+int relay_report(const std::optional<Error>& error, const std::string& safe_state,
+                 const std::string& spec) {
+  if (spec.empty()) return kOk;
+  if (error) return fail("relay " + spec + ": SAFE STATE NOT RESTORED: " + error->describe());
+  std::fprintf(stderr, "relay %s: safe state restored (%s)\n", spec.c_str(), safe_state.c_str());
+  return kOk;
+}
 
 int fail(const std::string& what) {
   std::fprintf(stderr, "meltrig: error: %s\n", what.c_str());
@@ -33,25 +81,6 @@ void set_invocation(int argc, char** argv) {
 
 const std::vector<dataset::Attribute>& invocation_attributes() {
   return g_invocation;
-}
-
-int route_relay(const std::string& spec, int channel, const std::vector<int>& safe_on,
-                std::unique_ptr<rig::RoutedRelay>& routed) {
-  if (spec.empty()) return kOk;
-  auto r = rig::RoutedRelay::open(spec, channel, safe_on);
-  if (!r) return fail("--relay " + spec + ": " + r.error().describe());
-  routed = std::move(r.value());
-  return kOk;
-}
-
-int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec) {
-  if (!routed) return kOk;
-  auto r = routed->restore();
-  const std::string state = routed->safe_state_text();
-  routed.reset();
-  if (!r) return fail("relay " + spec + ": SAFE STATE NOT RESTORED: " + r.error().describe());
-  std::fprintf(stderr, "relay %s: safe state restored (%s)\n", spec.c_str(), state.c_str());
-  return kOk;
 }
 
 void print_summary(const rig::CaptureSummary& s) {

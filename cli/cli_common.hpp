@@ -5,17 +5,36 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <functional>
+#include <optional>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "meltrig/rig/capture.hpp"
-#include "meltrig/rig/routed_relay.hpp"
 
 namespace meltrig::cli {
 
 /// Set by SIGINT/SIGTERM; long-running commands poll it and return normally, so destructors
 /// (relay safe states, file closes) run on every exit path.
 extern std::atomic<bool> g_interrupted;
+
+/// Requested on SIGINT/SIGTERM (with g_interrupted), for the libraries that wait on a stop_token.
+std::stop_token interrupt_token();
+
+/// Turns SIGINT and SIGTERM into g_interrupted and interrupt_token(): blocks both in every thread
+/// (construct it before any thread starts) and waits for them on a thread of its own, so nothing
+/// runs in a signal handler. Child processes get the default mask back (targets/process.cpp).
+class InterruptWatcher {
+ public:
+  InterruptWatcher();
+  ~InterruptWatcher();
+  InterruptWatcher(const InterruptWatcher&) = delete;
+  InterruptWatcher& operator=(const InterruptWatcher&) = delete;
+
+ private:
+  std::jthread thread_;
+};
 
 /// Exit codes.
 inline constexpr int kOk = 0, kFailure = 1, kUsage = 2;
@@ -38,14 +57,11 @@ void set_invocation(int argc, char** argv);
 
 void print_summary(const rig::CaptureSummary& s);
 
-/// Opens relay `spec` and routes `channel` to the device (all off, then it on; `safe_on` is the
-/// safe state). An empty spec opens nothing. kOk, or kFailure naming --relay SPEC.
-int route_relay(const std::string& spec, int channel, const std::vector<int>& safe_on,
-                std::unique_ptr<rig::RoutedRelay>& routed);
+/// Reports a session's relay restore on stderr ("relay SPEC: safe state restored (STATE)");
+/// kFailure, with "SAFE STATE NOT RESTORED" naming `spec`, if it failed. kOk without a relay.
+int relay_report(const std::optional<Error>& error, const std::string& safe_state,
+                 const std::string& spec);
 
-/// Restores `routed`'s safe state now (if there is one) and reports it on stderr; kFailure,
-/// with "SAFE STATE NOT RESTORED" naming `spec`, if the relay did not take it. Resets `routed`.
-int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& spec);
 std::function<void(const rig::CaptureProgress&)> status_line(bool quiet);
 
 // Command registration, one function per command file.

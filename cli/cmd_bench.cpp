@@ -252,7 +252,7 @@ int run_ingest(const IngestArgs& a) {
   opt.output = h5;
   opt.duration_s = 0;
   opt.wait_when_full = true;  // measure throughput, not how fast a full ring can drop
-  opt.interrupt = &g_interrupted;
+  opt.interrupt = interrupt_token();
   auto t0 = std::chrono::steady_clock::now();
   auto s = rig::run_capture(src, *info, opt);
   if (!s) return fail(s.error().describe());
@@ -337,7 +337,7 @@ int run_longrun(const LongrunArgs& a) {
   opt.duration_s = 0;                 // the source ends after `samples`
   opt.wait_when_full = a.speed <= 0;  // an unpaced source waits for the writer
   opt.clock = &vclock;
-  opt.interrupt = &g_interrupted;
+  opt.interrupt = interrupt_token();
   // Every 2 s of wall time; the interval is measured on the (virtual) capture clock.
   opt.progress_interval =
       std::chrono::milliseconds(static_cast<long>(2000 * std::max(1.0, a.speed)));

@@ -1,11 +1,11 @@
-// meltrig capture: one monitor into one HDF5 file.
+// meltrig capture: one monitor into one HDF5 file (a rig::Session without a target).
 #include <unistd.h>
 
 #include <filesystem>
 
 #include "cli_common.hpp"
 #include "meltrig/rig/registry.hpp"
-#include "meltrig/rig/routed_relay.hpp"
+#include "meltrig/rig/session.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -33,17 +33,9 @@ int run(const CaptureArgs& a) {
   auto monitor = rig::make_monitor(*spec);
   if (!monitor) return usage("--monitor: " + monitor.error().message);
   if (!a.relay.empty() && a.route <= 0) return usage("--relay needs --route CHANNEL");
-  // Route the monitor's output to the device first (MELT's bench: all off, then one on). The
-  // safe state comes back when `routed` goes: normal end, error return, SIGINT or SIGTERM.
-  std::unique_ptr<rig::RoutedRelay> routed;
-  if (int rc = route_relay(a.relay, a.route, a.safe_on, routed); rc != kOk) return rc;
-  auto info = (*monitor)->open();
-  if (!info) {
-    restore_relay(routed, a.relay);
-    return fail(info.error().describe());
-  }
 
-  rig::CaptureOptions opt;
+  rig::SessionOptions so;
+  rig::CaptureOptions& opt = so.capture;
   opt.output = a.output;
   opt.duration_s = a.duration;
   opt.monitor.output_voltage_v = a.voltage;
@@ -62,21 +54,31 @@ int run(const CaptureArgs& a) {
   } else if (a.compression != "auto") {
     return usage("--compression " + a.compression + ": expected auto, none, deflate:1..9, lz4");
   }
-  opt.interrupt = &g_interrupted;
   opt.on_progress = status_line(a.quiet);
   opt.root_attributes = invocation_attributes();
-  if (routed) {
+  if (!a.relay.empty()) {
     opt.root_attributes.push_back({"relay", a.relay});
     opt.root_attributes.push_back({"relay_route_channel", static_cast<std::int64_t>(a.route)});
   }
-  auto s = rig::run_capture(**monitor, *info, opt);
-  (*monitor)->close();
+  // Route the monitor's output to the device first (MELT's bench: all off, then one on); the
+  // session restores the safe state on every path: normal end, error, SIGINT or SIGTERM.
+  so.relay = a.relay;
+  so.route = a.route;
+  so.safe_on = a.safe_on;
+  auto outcome = rig::Session(std::move(so)).run(**monitor, interrupt_token());
   if (!a.quiet && ::isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
-  int relay_rc = restore_relay(routed, a.relay);
-  if (!s) return fail(s.error().describe());
-  print_summary(*s);
-  if (s->failure) {
-    return fail(s->failure->describe() + " (samples up to the failure are in " + a.output + ")");
+  if (auto* e = std::get_if<rig::SessionError>(&outcome)) {
+    if (e->step == rig::SessionStep::relay)
+      return fail("--relay " + a.relay + ": " + e->error.describe());
+    return fail(e->error.describe());
+  }
+  auto& r = std::get<rig::SessionResult>(outcome);
+  int relay_rc = relay_report(r.relay_error, r.relay_safe_state, a.relay);
+  if (!r.capture) return fail(r.capture.error().describe());
+  print_summary(*r.capture);
+  if (r.capture->failure) {
+    return fail(r.capture->failure->describe() + " (samples up to the failure are in " + a.output +
+                ")");
   }
   return relay_rc;
 }

@@ -11,12 +11,12 @@
 
 #include "cli_common.hpp"
 #include "meltrig/dataset/capture_reader.hpp"
+#include "meltrig/dataset/gap_stats.hpp"
 
 namespace meltrig::cli {
 namespace {
 
 constexpr std::size_t kGapRowsShown = 5;
-constexpr std::uint64_t kGapBlock = 4096;
 
 // Shortest text that reads back exactly, never in exponent form ("1000000", not "1e+06").
 std::string shortest(double v) {
@@ -75,40 +75,12 @@ void print_counters(const dataset::CaptureReader& r) {
   }
 }
 
-// What the gap table says, gathered in blocks of rows (bounded memory for any table size).
-struct GapStats {
-  std::uint64_t rows = 0;
-  std::array<std::uint64_t, 256> events{};   // rows per kind
-  std::array<std::uint64_t, 256> samples{};  // samples per kind
-  std::uint64_t missing = 0;                 // samples covered by kinds that cover rows
-  std::vector<dataset::Gap> first_rows;
-};
-
-Result<GapStats> gap_stats(const dataset::CaptureReader& r) {
-  GapStats st;
-  st.rows = r.gap_count();
-  std::vector<dataset::Gap> block(static_cast<std::size_t>(std::min(st.rows, kGapBlock)));
-  for (std::uint64_t at = 0; at < st.rows;) {
-    const auto n = static_cast<std::size_t>(std::min(st.rows - at, kGapBlock));
-    if (auto res = r.read_gaps(at, std::span(block.data(), n)); !res) return res.error();
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto kind = static_cast<std::uint8_t>(block[i].kind);
-      ++st.events[kind];
-      st.samples[kind] += block[i].count;
-      if (block[i].kind != dataset::GapKind::duplicate_dropped) st.missing += block[i].count;
-      if (st.first_rows.size() < kGapRowsShown) st.first_rows.push_back(block[i]);
-    }
-    at += n;
-  }
-  return st;
-}
-
 std::string kind_name(std::uint8_t kind) {
   return kind < dataset::kGapKindCount ? std::string(dataset::kGapKindNames[kind])
                                        : "kind " + std::to_string(kind);
 }
 
-void print_gaps(const GapStats& st, double rate) {
+void print_gaps(const dataset::GapStats& st, double rate) {
   if (st.rows == 0) {
     std::printf("gaps:            none\n");
     return;
@@ -191,7 +163,7 @@ int run(const std::string& path) {
   if (const auto* c = dataset::find_attribute(mon, "compression")) {
     std::printf("  compression:   %s\n", dataset::format_attribute_value(*c).c_str());
   }
-  auto gaps = gap_stats(r);
+  auto gaps = dataset::gap_stats(r, kGapRowsShown);
   if (!gaps) return fail(gaps.error().describe());
   const std::uint64_t n = r.samples_written();
   std::printf("sample rate:     %s Hz\n", shortest(r.sample_rate_hz()).c_str());

@@ -1,26 +1,22 @@
 // meltrig run: capture a monitor while a runner runs on a target, then add the runner's markers,
 // the device telemetry and the clock probes to the capture file (docs/targets.md, "meltrig run").
+// The sequence is rig::Session's; this file parses the options and reports.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 
 #include "cli_common.hpp"
-#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/rig/registry.hpp"
-#include "meltrig/rig/routed_relay.hpp"
-#include "meltrig/targets/markers.hpp"
+#include "meltrig/rig/session.hpp"
 #include "meltrig/targets/stamp.hpp"
 #include "meltrig/targets/target_spec.hpp"
-#include "target_record.hpp"
 
 namespace meltrig::cli {
 namespace {
 
 namespace mt = meltrig::targets;
-using std::chrono::milliseconds;
 
 struct RunArgs {
   std::string monitor;
@@ -44,21 +40,118 @@ struct RunArgs {
   std::vector<std::string> runner;  ///< argv after `--`
 };
 
-/// Sleeps `s` seconds in short steps; false if Ctrl-C came.
-bool idle(double s) {
-  auto until = std::chrono::steady_clock::now() +
-               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                   std::chrono::duration<double>(s));
-  while (std::chrono::steady_clock::now() < until) {
-    if (g_interrupted.load()) return false;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return !g_interrupted.load();
+/// An unmodified runner under meltrig_stamp: installed on the device once the target is prepared;
+/// its stamps are stored as /markers/runner_stamped and the checked markers as /markers/runner.
+void add_stamp(const RunArgs& a, rig::SessionOptions& so) {
+  so.wrap_runner = [&a](mt::Target& t,
+                        const std::vector<std::string>& argv) -> Result<std::vector<std::string>> {
+    auto s = mt::prepare_stamp(t, a.stamp_tool, a.markers, a.stamp_prompt_file);
+    if (!s) return s.error();
+    s->realtime = a.stamp_realtime;
+    return mt::stamped_argv(*s, argv);
+  };
+  so.before_store_markers = [](dataset::RunRecord& file, mt::MarkerLog& log,
+                               const std::string& runner_output) -> Result<void> {
+    auto checked = mt::check_stamped_output(log, runner_output);
+    std::fprintf(stderr, "stamp: %s\n", checked.message.c_str());
+    if (auto w = file.write_markers("runner_stamped", log); !w) return w;
+    log = std::move(checked.log);
+    return {};
+  };
 }
 
-bool is_token_line(const std::string& line) {
-  auto sp = line.find(' ');
-  return sp != std::string::npos && line.compare(sp + 1, 6, "token ") == 0;
+/// The options a.* describe, or a usage error (kUsage printed).
+std::optional<rig::SessionOptions> session_options(const RunArgs& a, mt::Target& target) {
+  rig::SessionOptions so;
+  for (const auto& p : a.push) {
+    auto colon = p.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == p.size()) {
+      usage("--push " + p + ": expected LOCAL:REMOTE");
+      return std::nullopt;
+    }
+    so.pushes.emplace_back(p.substr(0, colon), p.substr(colon + 1));
+  }
+  so.capture.output = a.output;
+  so.capture.duration_s = 0;  // until the runner and the idle tail are done
+  so.capture.monitor.output_voltage_v = a.voltage;
+  so.capture.root_attributes = invocation_attributes();
+  so.capture.root_attributes.push_back({"target", target.name()});
+  if (!a.relay.empty()) {
+    so.capture.root_attributes.push_back({"relay", a.relay});
+    so.capture.root_attributes.push_back(
+        {"relay_route_channel", static_cast<std::int64_t>(a.route)});
+  }
+  so.relay = a.relay;
+  so.route = a.route;
+  so.safe_on = a.safe_on;
+  so.target = &target;
+  so.runner.argv = a.runner;
+  so.runner.markers = a.markers;
+  so.runner.idle_before_s = a.idle_before;
+  so.runner.idle_after_s = a.idle_after;
+  so.runner.timeout_s = a.timeout;
+  so.probes_per_burst = a.probes;
+  so.telemetry_period = std::chrono::milliseconds(a.telemetry_ms);
+  so.probe_clock =
+      "host: CLOCK_MONOTONIC (steady) ns, same clock as the root attribute "
+      "host_steady_clock_start_ns";
+  if (a.stamp) add_stamp(a, so);
+  if (!a.quiet && ::isatty(STDERR_FILENO)) {
+    so.on_tokens = [](std::uint64_t n) {
+      std::fprintf(stderr, "\rrunner: %llu tokens", static_cast<unsigned long long>(n));
+    };
+  }
+  return so;
+}
+
+/// A failure before anything was recorded, named by the option that gave the input.
+int setup_failure(const rig::SessionError& e, const RunArgs& a) {
+  switch (e.step) {
+    case rig::SessionStep::target:
+      return fail("--target " + a.target + ": " + e.error.describe());
+    case rig::SessionStep::push:
+      return fail("--push " + e.subject + ": " + e.error.describe());
+    case rig::SessionStep::runner:
+      return fail("--stamp: " + e.error.describe());
+    case rig::SessionStep::relay:
+      return fail("--relay " + a.relay + ": " + e.error.describe());
+    case rig::SessionStep::monitor:
+      return fail("--monitor " + a.monitor + ": " + e.error.describe());
+    case rig::SessionStep::output:
+      return fail(e.error.message);
+  }
+  return kFailure;
+}
+
+/// Reports what the session did; the exit code (the last failure wins, as each is printed).
+int report(const rig::SessionResult& r, const RunArgs& a, const std::string& target_name) {
+  int rc = relay_report(r.relay_error, r.relay_safe_state, a.relay);
+  if (!r.capture) return fail(r.capture.error().describe());
+  print_summary(*r.capture);
+  if (r.capture->failure) {
+    rc = fail(r.capture->failure->describe() + " (samples up to the failure are in " + a.output +
+              ")");
+  }
+  if (r.store_error) return fail(r.store_error->describe());
+  const dataset::TargetRecord& rec = r.record;
+  std::fprintf(stderr,
+               "target %s: exit code %d%s, %llu token markers, %zu clock probes, %llu telemetry "
+               "passes\n",
+               target_name.c_str(), rec.exit_code, rec.timed_out ? " (timed out)" : "",
+               static_cast<unsigned long long>(r.token_markers()), rec.probes.size(),
+               static_cast<unsigned long long>(rec.telemetry_samples));
+  if (rec.probes.empty() && rec.last_probe_error) {
+    std::fprintf(stderr, "meltrig: warning: no clock probe succeeded: %s\n",
+                 rec.last_probe_error->describe().c_str());
+  }
+  if (r.marker_error) {
+    rc = fail("--markers " + a.markers + ": " + r.marker_error->describe() +
+              " (the capture, telemetry and /target are kept in " + a.output + ")");
+  }
+  if (!r.run_error.empty()) {
+    rc = fail(r.run_error + " (recorded in " + a.output + " /target; dataset kept)");
+  }
+  return rc;
 }
 
 int run(const RunArgs& a) {
@@ -68,18 +161,12 @@ int run(const RunArgs& a) {
   if (a.telemetry_ms < 1) return usage("--telemetry-ms " + std::to_string(a.telemetry_ms));
   if (a.idle_before < 0 || a.idle_after < 0 || a.timeout < 0)
     return usage("--idle-before, --idle-after and --timeout must be >= 0");
-  std::vector<std::pair<std::string, std::string>> pushes;
-  for (const auto& p : a.push) {
-    auto colon = p.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == p.size())
-      return usage("--push " + p + ": expected LOCAL:REMOTE");
-    pushes.emplace_back(p.substr(0, colon), p.substr(colon + 1));
-  }
   auto spec = rig::DeviceSpec::parse(a.monitor);
   if (!spec) return usage("--monitor: " + spec.error().message);
-  auto target_r = mt::make_target(a.target);
-  if (!target_r) return usage("--target: " + target_r.error().message);
-  mt::Target& target = **target_r;
+  auto target = mt::make_target(a.target);
+  if (!target) return usage("--target: " + target.error().message);
+  auto so = session_options(a, **target);
+  if (!so) return kUsage;
   if (std::filesystem::exists(a.output)) {
     return fail(a.output + ": already exists; choose another output or remove it");
   }
@@ -87,197 +174,11 @@ int run(const RunArgs& a) {
   if (!monitor) return usage("--monitor: " + monitor.error().message);
   if (!a.relay.empty() && a.route <= 0) return usage("--relay needs --route CHANNEL");
 
-  // The target first: nothing is switched or recorded for a device that does not answer.
-  if (auto r = target.prepare(); !r)
-    return fail("--target " + a.target + ": " + r.error().describe());
-  struct Teardown {
-    mt::Target& t;
-    ~Teardown() { (void)t.teardown(); }
-  } teardown{target};
-  for (const auto& [local, remote] : pushes) {
-    if (auto r = target.push(local, remote); !r)
-      return fail("--push " + local + ":" + remote + ": " + r.error().describe());
-  }
-
-  std::vector<std::string> runner_argv = a.runner;
-  if (a.stamp) {
-    auto s = mt::prepare_stamp(target, a.stamp_tool, a.markers, a.stamp_prompt_file);
-    if (!s) return fail("--stamp: " + s.error().describe());
-    s->realtime = a.stamp_realtime;
-    runner_argv = mt::stamped_argv(*s, a.runner);
-  }
-
-  std::unique_ptr<rig::RoutedRelay> routed;
-  if (int rc = route_relay(a.relay, a.route, a.safe_on, routed); rc != kOk) return rc;
-  auto info = (*monitor)->open();
-  if (!info) {
-    restore_relay(routed, a.relay);
-    return fail("--monitor " + a.monitor + ": " + info.error().describe());
-  }
-
-  TargetRecord rec;
-  rec.describe = target.describe();
-  rec.argv = runner_argv;
-  rec.probe_clock =
-      "host: CLOCK_MONOTONIC (steady) ns, same clock as the root attribute "
-      "host_steady_clock_start_ns";
-  take_probes(target, a.probes, rec);
-
-  // The capture runs on its own thread until `finish` (complete), or Ctrl-C, which the watcher
-  // forwards to `stop` (interrupted).
-  std::atomic<bool> stop{false};
-  std::atomic<bool> finish{false};
-  rig::CaptureOptions opt;
-  opt.output = a.output;
-  opt.duration_s = 0;
-  opt.monitor.output_voltage_v = a.voltage;
-  opt.interrupt = &stop;
-  opt.finish = &finish;
-  opt.root_attributes = invocation_attributes();
-  opt.root_attributes.push_back({"target", target.name()});
-  if (!a.relay.empty()) {
-    opt.root_attributes.push_back({"relay", a.relay});
-    opt.root_attributes.push_back({"relay_route_channel", static_cast<std::int64_t>(a.route)});
-  }
-  std::optional<Result<rig::CaptureSummary>> summary;
-  std::thread capture([&] { summary.emplace(rig::run_capture(**monitor, *info, opt)); });
-  std::jthread watcher([&](std::stop_token st) {
-    while (!st.stop_requested()) {
-      if (g_interrupted.load()) stop.store(true);
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-  });
-
-  std::string run_error;      // what went wrong on the target side (the dataset is kept)
-  std::string runner_output;  // stdout + stderr, for the summary a stamped runner prints
-  bool go = idle(a.idle_before);
-  mt::TelemetrySampler sampler(target, milliseconds(a.telemetry_ms));
-  sampler.start();
-  if (go) {
-    auto h = target.launch(runner_argv);
-    if (!h) {
-      run_error = "runner " + a.runner.front() + ": " + h.error().describe();
-    } else {
-      mt::MarkerTail tail(target, a.markers);
-      const bool live = !a.quiet && ::isatty(STDERR_FILENO);
-      std::uint64_t streamed_tokens = 0;  // for the live line; the file's markers are the record
-      auto deadline = std::chrono::steady_clock::now() +
-                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                          std::chrono::duration<double>(a.timeout));
-      for (;;) {
-        if (auto lines = tail.poll(); lines) {
-          for (const auto& l : *lines)
-            if (is_token_line(l)) ++streamed_tokens;
-          if (live)
-            std::fprintf(stderr, "\rrunner: %llu tokens",
-                         static_cast<unsigned long long>(streamed_tokens));
-        }
-        if (!(*h)->running()) break;
-        if (g_interrupted.load()) {
-          rec.interrupted = true;
-          break;
-        }
-        if (a.timeout > 0 && std::chrono::steady_clock::now() >= deadline) {
-          rec.timed_out = true;
-          break;
-        }
-        std::this_thread::sleep_for(milliseconds(50));
-      }
-      if (live) std::fprintf(stderr, "\n");
-      Result<mt::RunOutput> out =
-          (rec.timed_out || rec.interrupted) ? (*h)->terminate() : (*h)->wait(milliseconds(30000));
-      if (!out) {
-        run_error = "runner " + a.runner.front() + ": " + out.error().describe();
-      } else {
-        rec.exit_code = out->exit_code;
-        runner_output = out->out + out->err;
-        if (rec.timed_out) {
-          run_error = "runner " + a.runner.front() + ": timed out after " +
-                      std::to_string(a.timeout) + " s and was terminated";
-        } else if (!rec.interrupted && out->exit_code != 0) {
-          run_error =
-              "runner " + a.runner.front() + " exited with code " + std::to_string(out->exit_code);
-          if (!out->err.empty()) run_error += "; its stderr: " + out->err;
-        }
-      }
-    }
-    idle(a.idle_after);
-  }
-  rec.telemetry = sampler.stop();
-  rec.telemetry_samples = sampler.samples();
-  rec.telemetry_errors = sampler.errors();
-  take_probes(target, a.probes, rec);
-  finish.store(true);
-  capture.join();
-  watcher.request_stop();
-  (*monitor)->close();
-  int relay_rc = restore_relay(routed, a.relay);
-
-  if (!summary || !*summary) {
-    return fail(summary ? summary->error().describe() : std::string("capture did not run"));
-  }
-  const rig::CaptureSummary& s = summary->value();
-  print_summary(s);
-  int rc = relay_rc;
-  if (s.failure) {
-    rc = fail(s.failure->describe() + " (samples up to the failure are in " + a.output + ")");
-  }
-
-  // Extras: pull and parse the markers, then write everything into the closed capture.
-  std::optional<mt::MarkerLog> log;
-  std::string marker_error;
-  {
-    auto local = std::filesystem::path(a.output).string() + ".markers.tmp";
-    auto pulled = target.pull(a.markers, local);
-    if (!pulled) {
-      marker_error = "--markers " + a.markers + ": " + pulled.error().describe();
-    } else {
-      auto parsed = mt::read_marker_file(local);
-      if (!parsed) {
-        marker_error = "--markers " + a.markers + ": " + parsed.error().describe();
-      } else {
-        parsed->source = a.markers;
-        log = std::move(*parsed);
-      }
-    }
-    std::error_code ec;
-    std::filesystem::remove(local, ec);
-  }
-  auto file = dataset::RunRecord::open(a.output);
-  if (!file) return fail(file.error().describe());
-  if (auto w = write_target(*file, rec, "telemetry"); !w) return fail(w.error().describe());
-  if (log && a.stamp) {  // the checked markers as "runner", the stamps as they were beside them
-    auto checked = mt::check_stamped_output(*log, runner_output);
-    std::fprintf(stderr, "stamp: %s\n", checked.message.c_str());
-    if (auto w = file->write_markers("runner_stamped", *log); !w) return fail(w.error().describe());
-    log = std::move(checked.log);
-  }
-  if (log) {
-    if (auto w = file->write_markers("runner", *log); !w) return fail(w.error().describe());
-  }
-  if (auto w = file->close(); !w) return fail(w.error().describe());
-
-  std::size_t tokens = 0;
-  if (log) {
-    for (const auto& e : log->events)
-      if (e.kind == mt::MarkerKind::token) ++tokens;
-  }
-  std::fprintf(stderr,
-               "target %s: exit code %d%s, %zu token markers, %zu clock probes, %llu telemetry "
-               "passes\n",
-               target.name().c_str(), rec.exit_code, rec.timed_out ? " (timed out)" : "", tokens,
-               rec.probes.size(), static_cast<unsigned long long>(rec.telemetry_samples));
-  if (rec.probes.empty() && rec.last_probe_error) {
-    std::fprintf(stderr, "meltrig: warning: no clock probe succeeded: %s\n",
-                 rec.last_probe_error->describe().c_str());
-  }
-  if (!marker_error.empty()) {
-    rc = fail(marker_error + " (the capture, telemetry and /target are kept in " + a.output + ")");
-  }
-  if (!run_error.empty()) {
-    rc = fail(run_error + " (recorded in " + a.output + " /target; dataset kept)");
-  }
-  return rc;
+  const bool live = static_cast<bool>(so->on_tokens);
+  auto outcome = rig::Session(std::move(*so)).run(**monitor, interrupt_token());
+  if (live) std::fprintf(stderr, "\n");
+  if (auto* e = std::get_if<rig::SessionError>(&outcome)) return setup_failure(*e, a);
+  return report(std::get<rig::SessionResult>(outcome), a, (*target)->name());
 }
 
 }  // namespace

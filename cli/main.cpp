@@ -11,21 +11,6 @@
 #include "meltrig/fixtures/emulated_hvpm.hpp"
 #include "meltrig/rig/hvpm_monitor.hpp"
 
-namespace {
-extern "C" void on_signal(int) {
-  meltrig::cli::g_interrupted.store(true);
-}
-
-void install_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   using namespace meltrig::cli;
   // Every capture closes its file itself. A file whose writes failed (disk full) cannot be closed
@@ -36,7 +21,10 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::warn);
   spdlog::set_pattern("meltrig: %l: [%n] %v");
-  install_signal_handlers();
+  // SIGINT/SIGTERM end long commands cleanly (relays restored, files closed); nothing runs in a
+  // signal handler. Before any thread starts, so that every thread inherits the mask.
+  std::signal(SIGPIPE, SIG_IGN);
+  InterruptWatcher interrupts;
   set_invocation(argc, argv);
   // "hvpm:emulated[:key=value,...]": the real HVPM driver over the in-process emulator.
   meltrig::rig::HvpmMonitor::set_emulator_factory(&meltrig::fixtures::make_emulated_hvpm);

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <string>
 
+#include "meltrig/dataset/trapezoid.hpp"
+
 namespace meltrig::analysis {
 
 WindowEnergy integrate_power(std::span<const float> p, double rate_hz, double t0, double t1) {
@@ -113,7 +115,7 @@ void WindowIntegrator::pass_edges(double t_limit, bool inclusive, double t, doub
       double f = std::min(1.0, (e.t - prev_t_) / (t - prev_t_));
       if (valid && !std::isnan(prev_v_)) {
         v_at = prev_v_ + f * (v - prev_v_);
-        s.energy_j += 0.5 * (prev_v_ + v_at) * (e.t - prev_t_);
+        s.energy_j += dataset::trapezoid_area(prev_v_, v_at, e.t - prev_t_);
         s.covered_s += e.t - prev_t_;
       }
     } else if (have_prev_ && e.t <= prev_t_) {
@@ -130,7 +132,7 @@ void WindowIntegrator::step(std::uint64_t index, float value, std::uint64_t weig
   const bool valid = !std::isnan(v);
   pass_edges(t, true, t, v, valid);
   if (have_prev_ && valid && !std::isnan(prev_v_)) {
-    cum_.energy_j += 0.5 * (prev_v_ + v) * (t - prev_t_);
+    cum_.energy_j += dataset::trapezoid_area(prev_v_, v, t - prev_t_);
     cum_.covered_s += t - prev_t_;
   }
   if (!valid) cum_.missing += weight;
@@ -188,7 +190,7 @@ CumState state_at(const Snippet& s, double rate_hz, double t) {
   if (!std::isnan(a) && !std::isnan(b)) {
     double dt = t - time_of(j);
     double f = x - static_cast<double>(j);
-    out.energy_j += 0.5 * (a + (a + f * (b - a))) * dt;
+    out.energy_j += dataset::trapezoid_area(a, a + f * (b - a), dt);
     out.covered_s += dt;
   }
   return out;

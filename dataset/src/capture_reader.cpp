@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "meltrig/dataset/compound_types.hpp"
 #include "meltrig/dataset/h5_file.hpp"
 
 namespace meltrig::dataset {
@@ -301,46 +302,6 @@ Result<void> read_rows(hid_t dset, hid_t mem_type, std::uint64_t first, std::uin
   return {};
 }
 
-Result<h5::Datatype> gap_mem_type() {
-  h5::Datatype t{H5Tcreate(H5T_COMPOUND, sizeof(Gap))};
-  if (!t.valid() ||
-      H5Tinsert(t.get(), "first_index", offsetof(Gap, first_index), H5T_NATIVE_UINT64) < 0 ||
-      H5Tinsert(t.get(), "count", offsetof(Gap, count), H5T_NATIVE_UINT64) < 0 ||
-      H5Tinsert(t.get(), "kind", offsetof(Gap, kind), H5T_NATIVE_UINT8) < 0) {
-    return Error{Errc::file_error, "cannot make the gap row type: " + h5::innermost_error()};
-  }
-  return t;
-}
-
-Result<h5::Datatype> calibration_mem_type() {
-  h5::Datatype t{H5Tcreate(H5T_COMPOUND, sizeof(CalibrationRow))};
-  if (!t.valid() ||
-      H5Tinsert(t.get(), "sample_index", offsetof(CalibrationRow, sample_index),
-                H5T_NATIVE_UINT64) < 0 ||
-      H5Tinsert(t.get(), "fine_zero", offsetof(CalibrationRow, fine_zero), H5T_NATIVE_DOUBLE) < 0 ||
-      H5Tinsert(t.get(), "fine_ref", offsetof(CalibrationRow, fine_ref), H5T_NATIVE_DOUBLE) < 0 ||
-      H5Tinsert(t.get(), "coarse_zero", offsetof(CalibrationRow, coarse_zero), H5T_NATIVE_DOUBLE) <
-          0 ||
-      H5Tinsert(t.get(), "coarse_ref", offsetof(CalibrationRow, coarse_ref), H5T_NATIVE_DOUBLE) <
-          0) {
-    return Error{Errc::file_error,
-                 "cannot make the calibration row type: " + h5::innermost_error()};
-  }
-  return t;
-}
-
-Result<h5::Datatype> summary_mem_type() {
-  h5::Datatype t{H5Tcreate(H5T_COMPOUND, sizeof(SummaryStats))};
-  if (!t.valid() ||
-      H5Tinsert(t.get(), "mean", offsetof(SummaryStats, mean), H5T_NATIVE_FLOAT) < 0 ||
-      H5Tinsert(t.get(), "min", offsetof(SummaryStats, min), H5T_NATIVE_FLOAT) < 0 ||
-      H5Tinsert(t.get(), "max", offsetof(SummaryStats, max), H5T_NATIVE_FLOAT) < 0 ||
-      H5Tinsert(t.get(), "valid", offsetof(SummaryStats, valid), H5T_NATIVE_UINT32) < 0) {
-    return Error{Errc::file_error, "cannot make the summary entry type: " + h5::innermost_error()};
-  }
-  return t;
-}
-
 // Whether a dataset's compound type has every member of `names` (HDF5 converts by member name,
 // and fails on a member the file lacks).
 bool has_members(hid_t dset, std::initializer_list<const char*> names) {
@@ -423,6 +384,8 @@ struct CaptureReader::Impl {
 
   Result<void> load();
   Result<void> find_monitor();
+  Result<void> check_format();
+  Result<void> open_tables();
   Result<void> load_channels();
   Result<void> load_summaries();
   Result<void> read_samples_written();
@@ -506,7 +469,8 @@ struct CaptureReader::Impl {
   }
 };
 
-Result<void> CaptureReader::Impl::load() {
+// The root attributes, and the format and version they declare.
+Result<void> CaptureReader::Impl::check_format() {
   const hid_t root = file.get();
   auto attrs = read_all_attributes(root, file_name, "/");
   if (!attrs) return attrs.error();
@@ -532,10 +496,12 @@ Result<void> CaptureReader::Impl::load() {
                         : "is " + format_attribute_value(*version) + ", expected an integer >= 1");
   }
   format_version = *version_number;
+  return {};
+}
 
-  if (auto r = find_monitor(); !r) return r;
-  if (auto r = load_channels(); !r) return r;
-
+// The gap and calibration tables, the counters and the /capture_state datasets.
+Result<void> CaptureReader::Impl::open_tables() {
+  const hid_t root = file.get();
   auto open_table = [&](Table& t, const char* name) -> Result<void> {
     t.object = monitor_path + "/" + name;
     auto d = open_dataset(root, file_name, t.object);
@@ -572,18 +538,26 @@ Result<void> CaptureReader::Impl::load() {
     if (!d) return d.error();
     *dset = std::move(*d);
   }
+  return {};
+}
 
+Result<void> CaptureReader::Impl::load() {
+  const hid_t root = file.get();
+  if (auto r = check_format(); !r) return r;
+  if (auto r = find_monitor(); !r) return r;
+  if (auto r = load_channels(); !r) return r;
+  if (auto r = open_tables(); !r) return r;
   if (auto r = load_summaries(); !r) return r;
   has_markers = link_exists(root, "/markers");
   has_sync = link_exists(root, "/sync");
 
-  auto g = gap_mem_type();
+  auto g = h5::gap_type(false);
   if (!g) return g.error();
   gap_type = std::move(*g);
-  auto c = calibration_mem_type();
+  auto c = h5::calibration_type(false);
   if (!c) return c.error();
   calibration_type = std::move(*c);
-  auto s = summary_mem_type();
+  auto s = h5::summary_type(false);
   if (!s) return s.error();
   summary_type = std::move(*s);
   if (auto r = read_samples_written(); !r) return r;

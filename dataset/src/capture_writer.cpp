@@ -16,6 +16,8 @@
 #include <system_error>
 #include <utility>
 
+#include "meltrig/dataset/capture_reader.hpp"
+#include "meltrig/dataset/compound_types.hpp"
 #include "meltrig/dataset/h5_file.hpp"
 
 namespace meltrig::dataset {
@@ -151,51 +153,6 @@ Result<void> write_attributes(hid_t obj, const std::vector<Attribute>& attrs) {
   return {};
 }
 
-// Compound types: the file types are packed little-endian, the memory types follow the structs.
-Result<h5::Datatype> make_compound(
-    std::size_t size, std::initializer_list<std::tuple<const char*, std::size_t, hid_t>> members) {
-  h5::Datatype type{H5Tcreate(H5T_COMPOUND, size)};
-  if (!type.valid()) {
-    return Error{Errc::file_error, "cannot make an HDF5 compound type: " + h5::innermost_error()};
-  }
-  for (const auto& [name, offset, member] : members) {
-    if (H5Tinsert(type.get(), name, offset, member) < 0) {
-      return Error{Errc::file_error, std::string("cannot make an HDF5 compound type member ") +
-                                         name + ": " + h5::innermost_error()};
-    }
-  }
-  return type;
-}
-
-Result<h5::Datatype> gap_file_type() {
-  return make_compound(
-      17,
-      {{"first_index", 0, H5T_STD_U64LE}, {"count", 8, H5T_STD_U64LE}, {"kind", 16, H5T_STD_U8LE}});
-}
-
-Result<h5::Datatype> gap_mem_type() {
-  return make_compound(sizeof(Gap), {{"first_index", offsetof(Gap, first_index), H5T_NATIVE_UINT64},
-                                     {"count", offsetof(Gap, count), H5T_NATIVE_UINT64},
-                                     {"kind", offsetof(Gap, kind), H5T_NATIVE_UINT8}});
-}
-
-Result<h5::Datatype> calibration_file_type() {
-  return make_compound(40, {{"sample_index", 0, H5T_STD_U64LE},
-                            {"fine_zero", 8, H5T_IEEE_F64LE},
-                            {"fine_ref", 16, H5T_IEEE_F64LE},
-                            {"coarse_zero", 24, H5T_IEEE_F64LE},
-                            {"coarse_ref", 32, H5T_IEEE_F64LE}});
-}
-
-Result<h5::Datatype> calibration_mem_type() {
-  return make_compound(sizeof(CalibrationRow),
-                       {{"sample_index", offsetof(CalibrationRow, sample_index), H5T_NATIVE_UINT64},
-                        {"fine_zero", offsetof(CalibrationRow, fine_zero), H5T_NATIVE_DOUBLE},
-                        {"fine_ref", offsetof(CalibrationRow, fine_ref), H5T_NATIVE_DOUBLE},
-                        {"coarse_zero", offsetof(CalibrationRow, coarse_zero), H5T_NATIVE_DOUBLE},
-                        {"coarse_ref", offsetof(CalibrationRow, coarse_ref), H5T_NATIVE_DOUBLE}});
-}
-
 // At most kEndReasonBytes bytes, never splitting a UTF-8 sequence.
 std::string truncate_utf8(std::string_view text, std::size_t max_bytes) {
   std::size_t n = std::min(text.size(), max_bytes);
@@ -229,33 +186,13 @@ struct Channel {
 // ---- Summaries ----
 
 /// One summary entry as stored (/<monitor>/summary/<channel>/<k>).
-struct SummaryRow {
-  float mean;
-  float min;
-  float max;
-  std::uint32_t valid;
-};
+using SummaryRow = SummaryStats;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 // An entry with no valid sample; also the datasets' fill value, so entries of a long gap that
 // fill whole chunks are never stored, like the samples they describe.
 constexpr SummaryRow kEmptyRow{kNaN, kNaN, kNaN, 0};
-
-Result<h5::Datatype> summary_file_type() {
-  return make_compound(16, {{"mean", 0, H5T_IEEE_F32LE},
-                            {"min", 4, H5T_IEEE_F32LE},
-                            {"max", 8, H5T_IEEE_F32LE},
-                            {"valid", 12, H5T_STD_U32LE}});
-}
-
-Result<h5::Datatype> summary_mem_type() {
-  return make_compound(sizeof(SummaryRow),
-                       {{"mean", offsetof(SummaryRow, mean), H5T_NATIVE_FLOAT},
-                        {"min", offsetof(SummaryRow, min), H5T_NATIVE_FLOAT},
-                        {"max", offsetof(SummaryRow, max), H5T_NATIVE_FLOAT},
-                        {"valid", offsetof(SummaryRow, valid), H5T_NATIVE_UINT32}});
-}
 
 /// Statistics of the valid samples under one entry. The sum stays double through every level so
 /// that combining 16 entries loses nothing a float32 mean could show.
@@ -723,6 +660,9 @@ struct CaptureWriter::Impl {
 
   Result<void> lay_out(const CaptureLayout& layout);
   Result<void> lay_out_summaries(hid_t monitor, const CaptureLayout& layout);
+  Result<void> lay_out_channels(hid_t monitor, const CaptureLayout& layout);
+  Result<void> lay_out_tables(hid_t monitor, const CaptureLayout& layout);
+  Result<void> lay_out_state(hid_t root);
 };
 
 namespace {
@@ -757,9 +697,9 @@ Result<void> CaptureWriter::Impl::lay_out_summaries(hid_t monitor, const Capture
   if (auto r = h5::write_attribute(group->get(), "fields", std::string(kSummaryFields)); !r) {
     return r;
   }
-  auto file_type = summary_file_type();
+  auto file_type = h5::summary_type(true);
   if (!file_type) return file_type.error();
-  auto mem_type = summary_mem_type();
+  auto mem_type = h5::summary_type(false);
   if (!mem_type) return mem_type.error();
   summary_mem = std::move(*mem_type);
   h5::ExtendibleSpec spec = compressed(layout.compression, file_type->get(), kSummaryChunkRows);
@@ -782,20 +722,8 @@ Result<void> CaptureWriter::Impl::lay_out_summaries(hid_t monitor, const Capture
   return {};
 }
 
-Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
-  const hid_t root = file.get();
-  if (auto r = h5::write_attribute(root, "format", std::string(kFormat)); !r) return r;
-  if (auto r = h5::write_attribute(root, "format_version", kFormatVersion); !r) return r;
-  if (auto r = write_attributes(root, layout.root_attributes); !r) return r;
-
-  auto monitor = h5::create_group(root, layout.monitor);
-  if (!monitor) return monitor.error();
-  const hid_t mon = monitor->get();
-  if (auto r = h5::write_attribute(mon, "sample_rate_hz", layout.sample_rate_hz); !r) return r;
-  if (auto r = h5::write_attribute(mon, "time_base", std::string(kTimeBase)); !r) return r;
-  if (auto r = h5::write_attribute(mon, "compression", layout.compression.name()); !r) return r;
-  if (auto r = write_attributes(mon, layout.monitor_attributes); !r) return r;
-
+// The channel datasets /<monitor>/<channel>, with their unit and description.
+Result<void> CaptureWriter::Impl::lay_out_channels(hid_t mon, const CaptureLayout& layout) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const std::uint8_t zero = 0;
   for (const auto& spec : layout.channels) {
@@ -817,6 +745,11 @@ Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
     channels.push_back(std::move(ch));
   }
 
+  return {};
+}
+
+// /<monitor>/gaps, /<monitor>/calibration and /<monitor>/counters.
+Result<void> CaptureWriter::Impl::lay_out_tables(hid_t mon, const CaptureLayout& layout) {
   auto make_table = [&](auto& table, const char* name, Result<h5::Datatype> file_type,
                         Result<h5::Datatype> mem_type) -> Result<void> {
     if (!file_type) return file_type.error();
@@ -829,13 +762,13 @@ Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
     table.pending.reserve(kTableChunkRows);
     return {};
   };
-  if (auto r = make_table(gaps, "gaps", gap_file_type(), gap_mem_type()); !r) return r;
+  if (auto r = make_table(gaps, "gaps", h5::gap_type(true), h5::gap_type(false)); !r) return r;
   const std::vector<std::string> kind_names(std::begin(kGapKindNames), std::end(kGapKindNames));
   if (auto r = h5::write_string_array_attribute(gaps.dset.get(), "kind_names", kind_names); !r) {
     return r;
   }
-  if (auto r =
-          make_table(calibration, "calibration", calibration_file_type(), calibration_mem_type());
+  if (auto r = make_table(calibration, "calibration", h5::calibration_type(true),
+                          h5::calibration_type(false));
       !r) {
     return r;
   }
@@ -855,14 +788,11 @@ Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
     }
   }
 
-  if (layout.summaries) {
-    if (auto r = lay_out_summaries(mon, layout); !r) return r;
-  }
+  return {};
+}
 
-  auto status = h5::create_group(mon, "status_at_start");
-  if (!status) return status.error();
-  if (auto r = write_attributes(status->get(), layout.status_at_start); !r) return r;
-
+// /capture_state: state running, empty end reason, no samples written.
+Result<void> CaptureWriter::Impl::lay_out_state(hid_t root) {
   auto state_group = h5::create_group(root, std::string(kStateGroup));
   if (!state_group) return state_group.error();
   const hid_t sg = state_group->get();
@@ -884,11 +814,35 @@ Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
   if (auto r = h5::overwrite(end_reason.get(), end_reason_type.get(), empty.data()); !r) return r;
   const std::uint64_t none = 0;
   if (auto r = h5::overwrite(samples_written_ds.get(), H5T_NATIVE_UINT64, &none); !r) return r;
+  return {};
+}
+
+Result<void> CaptureWriter::Impl::lay_out(const CaptureLayout& layout) {
+  const hid_t root = file.get();
+  if (auto r = h5::write_attribute(root, "format", std::string(kFormat)); !r) return r;
+  if (auto r = h5::write_attribute(root, "format_version", kFormatVersion); !r) return r;
+  if (auto r = write_attributes(root, layout.root_attributes); !r) return r;
+
+  auto monitor = h5::create_group(root, layout.monitor);
+  if (!monitor) return monitor.error();
+  const hid_t mon = monitor->get();
+  if (auto r = h5::write_attribute(mon, "sample_rate_hz", layout.sample_rate_hz); !r) return r;
+  if (auto r = h5::write_attribute(mon, "time_base", std::string(kTimeBase)); !r) return r;
+  if (auto r = h5::write_attribute(mon, "compression", layout.compression.name()); !r) return r;
+  if (auto r = write_attributes(mon, layout.monitor_attributes); !r) return r;
+  if (auto r = lay_out_channels(mon, layout); !r) return r;
+  if (auto r = lay_out_tables(mon, layout); !r) return r;
+  if (layout.summaries) {
+    if (auto r = lay_out_summaries(mon, layout); !r) return r;
+  }
+  auto status = h5::create_group(mon, "status_at_start");
+  if (!status) return status.error();
+  if (auto r = write_attributes(status->get(), layout.status_at_start); !r) return r;
+  if (auto r = lay_out_state(root); !r) return r;
 
   // SWMR writing needs attributes and committed types closed; groups are not needed any more.
   monitor->close();
   status->close();
-  state_group->close();
   if (H5Fstart_swmr_write(root) < 0) {
     return h5::h5_error(path_text, "cannot start SWMR writing of", "");
   }

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "meltrig/dataset/compound_types.hpp"
 #include "meltrig/dataset/h5_file.hpp"
 
 namespace meltrig::dataset {
@@ -28,26 +29,6 @@ constexpr std::string_view kMarkersGroup = "markers";
 constexpr std::uint64_t kTableChunkRows = 4096;
 constexpr std::uint64_t kSeriesChunkRows = 65536;
 
-// One events row in memory; strings point into the MarkerLog (or, when read, into HDF5's
-// allocations, reclaimed after copying).
-struct EventRow {
-  std::int64_t t_ns;
-  const char* kind;
-  std::int64_t index;
-  std::uint64_t code;
-  std::uint32_t bits;
-  std::int64_t chip_ns;
-  double value;
-  const char* label;
-  const char* text;
-  std::uint64_t line;
-};
-
-struct TelemetryRow {
-  std::int64_t t_ns;
-  double value;
-};
-
 Error invalid(std::string message) {
   return Error{Errc::invalid_argument, std::move(message)};
 }
@@ -59,78 +40,6 @@ Result<h5::Datatype> vlen_utf8() {
     return Error{Errc::file_error, "cannot make an HDF5 string type: " + h5::innermost_error()};
   }
   return type;
-}
-
-// A compound type from (name, offset, member type) triples.
-Result<h5::Datatype> compound(
-    std::size_t size, std::initializer_list<std::tuple<const char*, std::size_t, hid_t>> m) {
-  h5::Datatype type{H5Tcreate(H5T_COMPOUND, size)};
-  if (!type.valid()) {
-    return Error{Errc::file_error, "cannot make an HDF5 compound type: " + h5::innermost_error()};
-  }
-  for (const auto& [name, offset, member] : m) {
-    if (H5Tinsert(type.get(), name, offset, member) < 0) {
-      return Error{Errc::file_error, std::string("cannot make an HDF5 compound member ") + name +
-                                         ": " + h5::innermost_error()};
-    }
-  }
-  return type;
-}
-
-// Events: the file type is packed little-endian (strings take the size HDF5 gives a
-// variable-length string), the memory type follows EventRow.
-Result<h5::Datatype> event_type(hid_t str, bool file) {
-  if (!file) {
-    return compound(sizeof(EventRow), {{"t_ns", offsetof(EventRow, t_ns), H5T_NATIVE_INT64},
-                                       {"kind", offsetof(EventRow, kind), str},
-                                       {"index", offsetof(EventRow, index), H5T_NATIVE_INT64},
-                                       {"code", offsetof(EventRow, code), H5T_NATIVE_UINT64},
-                                       {"bits", offsetof(EventRow, bits), H5T_NATIVE_UINT32},
-                                       {"chip_ns", offsetof(EventRow, chip_ns), H5T_NATIVE_INT64},
-                                       {"value", offsetof(EventRow, value), H5T_NATIVE_DOUBLE},
-                                       {"label", offsetof(EventRow, label), str},
-                                       {"text", offsetof(EventRow, text), str},
-                                       {"line", offsetof(EventRow, line), H5T_NATIVE_UINT64}});
-  }
-  const std::size_t s = H5Tget_size(str);
-  std::size_t at = 0;
-  auto next = [&](std::size_t size) { return std::exchange(at, at + size); };
-  const std::size_t t_ns = next(8), kind = next(s), index = next(8), code = next(8), bits = next(4),
-                    chip = next(8), value = next(8), label = next(s), text = next(s),
-                    line = next(8);
-  return compound(at, {{"t_ns", t_ns, H5T_STD_I64LE},
-                       {"kind", kind, str},
-                       {"index", index, H5T_STD_I64LE},
-                       {"code", code, H5T_STD_U64LE},
-                       {"bits", bits, H5T_STD_U32LE},
-                       {"chip_ns", chip, H5T_STD_I64LE},
-                       {"value", value, H5T_IEEE_F64LE},
-                       {"label", label, str},
-                       {"text", text, str},
-                       {"line", line, H5T_STD_U64LE}});
-}
-
-Result<h5::Datatype> clock_type(bool file) {
-  if (!file) {
-    return compound(sizeof(ClockTriple),
-                    {{"mono_ns", offsetof(ClockTriple, mono_ns), H5T_NATIVE_INT64},
-                     {"boot_ns", offsetof(ClockTriple, boot_ns), H5T_NATIVE_INT64},
-                     {"real_ns", offsetof(ClockTriple, real_ns), H5T_NATIVE_INT64},
-                     {"line", offsetof(ClockTriple, line), H5T_NATIVE_UINT64}});
-  }
-  return compound(32, {{"mono_ns", 0, H5T_STD_I64LE},
-                       {"boot_ns", 8, H5T_STD_I64LE},
-                       {"real_ns", 16, H5T_STD_I64LE},
-                       {"line", 24, H5T_STD_U64LE}});
-}
-
-Result<h5::Datatype> telemetry_type(bool file) {
-  if (!file) {
-    return compound(sizeof(TelemetryRow),
-                    {{"t_ns", offsetof(TelemetryRow, t_ns), H5T_NATIVE_INT64},
-                     {"value", offsetof(TelemetryRow, value), H5T_NATIVE_DOUBLE}});
-  }
-  return compound(16, {{"t_ns", 0, H5T_STD_I64LE}, {"value", 8, H5T_IEEE_F64LE}});
 }
 
 // HDF5 link names may hold anything but '/'; "." and ".." are refused to keep paths plain.
@@ -361,16 +270,12 @@ Result<RunRecord> RunRecord::open(const std::filesystem::path& path) {
   return RunRecord(std::move(impl));
 }
 
-Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& log) {
-  assert(impl_);
-  if (auto r = impl_->usable(); !r) return r;
-  const hid_t file = impl_->file.get();
-  const std::string where = impl_->path_text + ": /markers/" + std::string(name);
-  if (!valid_link_name(name) || has_nul(name)) {
-    return invalid(impl_->path_text + ": marker group name '" + std::string(name) +
-                   "' is empty, has '/' or is '.'/'..'");
-  }
-  // Strings HDF5 cannot store end the write before anything is created.
+namespace {
+
+// Strings HDF5 cannot store end the write before anything is created. Fills `issues` with the
+// issues' "file:line: message" texts.
+Result<void> check_storable(const std::string& where, const MarkerLog& log,
+                            std::vector<std::string>& issues) {
   auto check = [&](std::string_view s, std::string_view what, std::uint64_t line) -> Result<void> {
     if (!has_nul(s)) return {};
     return invalid(where + ": " + log.source + ":" + std::to_string(line) + ": " +
@@ -384,7 +289,6 @@ Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& lo
     if (auto r = check(k, "header key", 1); !r) return r;
     if (auto r = check(v, "header value", 1); !r) return r;
   }
-  std::vector<std::string> issues;
   for (const auto& i : log.issues) {
     issues.push_back(i.describe());
     if (auto r = check(issues.back(), "issue", i.line); !r) return r;
@@ -392,23 +296,18 @@ Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& lo
   if (auto r = check(log.source, "source", 0); !r) return r;
   if (auto r = check(log.clock, "clock", 0); !r) return r;
 
-  auto markers = walk_groups(file, std::array{std::string(kMarkersGroup)});
-  if (!markers) return markers.error();
-  const std::string group_name(name);
-  auto exists = link_exists(markers->get(), group_name);
-  if (!exists) return exists.error();
-  if (*exists) return invalid(where + " exists already");
-  auto group = h5::create_group(markers->get(), group_name);
-  if (!group) return group.error();
-  const hid_t g = group->get();
+  return {};
+}
 
+// /markers/<name>/events and /markers/<name>/clocks.
+Result<void> write_event_tables(hid_t g, const MarkerLog& log) {
   auto str = vlen_utf8();
   if (!str) return str.error();
-  auto file_type = event_type(str->get(), true);
+  auto file_type = h5::event_type(str->get(), true);
   if (!file_type) return file_type.error();
-  auto mem_type = event_type(str->get(), false);
+  auto mem_type = h5::event_type(str->get(), false);
   if (!mem_type) return mem_type.error();
-  std::vector<EventRow> rows;
+  std::vector<h5::EventRow> rows;
   rows.reserve(log.events.size());
   // kind_name returns views of static strings, but not NUL-terminated ones by contract: copy.
   std::vector<std::string> kinds;
@@ -425,9 +324,9 @@ Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& lo
       !d) {
     return d.error();
   }
-  auto clock_file = clock_type(true);
+  auto clock_file = h5::clock_type(true);
   if (!clock_file) return clock_file.error();
-  auto clock_mem = clock_type(false);
+  auto clock_mem = h5::clock_type(false);
   if (!clock_mem) return clock_mem.error();
   if (auto d = create_table(g, "clocks", clock_file->get(), clock_mem->get(), log.clocks.size(),
                             log.clocks.data(), kTableChunkRows, h5::Filter::none);
@@ -435,6 +334,12 @@ Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& lo
     return d.error();
   }
 
+  return {};
+}
+
+// The attributes of /markers/<name>.
+Result<void> write_marker_attributes(hid_t g, const MarkerLog& log,
+                                     const std::vector<std::string>& issues) {
   std::vector<std::string> keys;
   std::vector<std::string> values;
   for (const auto& [k, v] : log.header) {
@@ -460,6 +365,32 @@ Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& lo
   return h5::write_string_array_attribute(g, "kind_names", kind_names);
 }
 
+}  // namespace
+
+Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& log) {
+  assert(impl_);
+  if (auto r = impl_->usable(); !r) return r;
+  const hid_t file = impl_->file.get();
+  const std::string where = impl_->path_text + ": /markers/" + std::string(name);
+  if (!valid_link_name(name) || has_nul(name)) {
+    return invalid(impl_->path_text + ": marker group name '" + std::string(name) +
+                   "' is empty, has '/' or is '.'/'..'");
+  }
+  std::vector<std::string> issues;
+  if (auto r = check_storable(where, log, issues); !r) return r;
+
+  auto markers = walk_groups(file, std::array{std::string(kMarkersGroup)});
+  if (!markers) return markers.error();
+  const std::string group_name(name);
+  auto exists = link_exists(markers->get(), group_name);
+  if (!exists) return exists.error();
+  if (*exists) return invalid(where + " exists already");
+  auto group = h5::create_group(markers->get(), group_name);
+  if (!group) return group.error();
+  if (auto r = write_event_tables(group->get(), log); !r) return r;
+  return write_marker_attributes(group->get(), log, issues);
+}
+
 Result<void> RunRecord::write_telemetry(const targets::Telemetry& telemetry,
                                         std::string_view group) {
   assert(impl_);
@@ -468,9 +399,9 @@ Result<void> RunRecord::write_telemetry(const targets::Telemetry& telemetry,
   if (auto g = split_path(group); !g || g->size() != 1 || has_nul(group))
     return invalid(impl_->path_text + ": telemetry group '" + std::string(group) +
                    "' is not one link name");
-  auto file_type = telemetry_type(true);
+  auto file_type = h5::telemetry_type(true);
   if (!file_type) return file_type.error();
-  auto mem_type = telemetry_type(false);
+  auto mem_type = h5::telemetry_type(false);
   if (!mem_type) return mem_type.error();
   // Check every series before writing any, so a bad one leaves the file unchanged.
   std::vector<std::vector<std::string>> paths;
@@ -503,7 +434,7 @@ Result<void> RunRecord::write_telemetry(const targets::Telemetry& telemetry,
       return invalid(impl_->path_text + ": /" + std::string(group) + "/" + s.name +
                      " exists already");
     }
-    std::vector<TelemetryRow> rows(s.t_ns.size());
+    std::vector<h5::TelemetryRow> rows(s.t_ns.size());
     for (std::size_t j = 0; j < rows.size(); ++j)
       rows[j] = {s.t_ns[j], s.value[j]};
     auto dset = create_table(parent->get(), parts.back(), file_type->get(), mem_type->get(),
@@ -676,12 +607,12 @@ Result<MarkerLog> read_markers(const std::filesystem::path& path, std::string_vi
 
   auto str = vlen_utf8();
   if (!str) return str.error();
-  auto mem_type = event_type(str->get(), false);
+  auto mem_type = h5::event_type(str->get(), false);
   if (!mem_type) return mem_type.error();
-  auto rows = read_table<EventRow>(g, "events", mem_type->get());
+  auto rows = read_table<h5::EventRow>(g, "events", mem_type->get());
   if (!rows) return rows.error();
   std::optional<Error> bad;
-  for (const EventRow& r : *rows) {
+  for (const h5::EventRow& r : *rows) {
     MarkerEvent e;
     e.t_ns = r.t_ns;
     const auto kind = kind_from(r.kind != nullptr ? r.kind : "");
@@ -705,7 +636,7 @@ Result<MarkerLog> read_markers(const std::filesystem::path& path, std::string_vi
     H5Dvlen_reclaim(mem_type->get(), space.get(), H5P_DEFAULT, rows->data());
   }
   if (bad) return *bad;
-  auto clock_mem = clock_type(false);
+  auto clock_mem = h5::clock_type(false);
   if (!clock_mem) return clock_mem.error();
   auto clocks = read_table<ClockTriple>(g, "clocks", clock_mem->get());
   if (!clocks) return clocks.error();
@@ -779,12 +710,12 @@ void collect_telemetry(hid_t group, const std::string& prefix, targets::Telemetr
       }
       *field = *v;
     }
-    auto mem = telemetry_type(false);
+    auto mem = h5::telemetry_type(false);
     if (!mem) {
       *st.failure = mem.error();
       return -1;
     }
-    auto rows = read_table<TelemetryRow>(loc, name, mem->get());
+    auto rows = read_table<h5::TelemetryRow>(loc, name, mem->get());
     if (!rows) {
       *st.failure = rows.error();
       return -1;

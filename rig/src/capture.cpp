@@ -4,19 +4,25 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <ctime>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include "meltrig/dataset/trapezoid.hpp"
 #include "meltrig/rig/spsc_ring.hpp"
 
 namespace meltrig::rig {
 namespace {
 
+using std::chrono::milliseconds;
+
 // Channel storage of one ring slot: enough for every driver's channels.
 constexpr std::size_t kMaxF32Channels = 4;
 constexpr std::size_t kMaxU8Channels = 2;
+// The longest a waiting thread sleeps before it looks at the (possibly virtual) clock again.
+constexpr milliseconds kClockCheck{10};
 
 struct Block {
   std::uint64_t first_index = 0;
@@ -57,6 +63,31 @@ std::string iso8601_utc(std::int64_t unix_ns) {
   return out;
 }
 
+/// Wakes the capture's threads: the writer when a block is published or the reader is done, a
+/// reader waiting for ring space when a block is released, the supervisor when either thread
+/// ends. Every state change goes through notify(), so no wake-up is lost.
+class Wakeup {
+ public:
+  template <typename Pred>
+  void wait_for(milliseconds d, Pred pred) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, d, pred);
+  }
+  template <typename Pred>
+  void wait(Pred pred) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, pred);
+  }
+  void notify() {
+    { std::lock_guard lk(mu_); }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+};
+
 /// Everything the reader thread shares with the others.
 class Pipeline final : public SampleSink {
  public:
@@ -68,6 +99,9 @@ class Pipeline final : public SampleSink {
 
   /// Set when the writer has failed: a waiting reader must not wait forever.
   std::atomic<bool> abandon_{false};
+  /// Set when the reader has stopped the monitor and published everything.
+  std::atomic<bool> reader_done_{false};
+  Wakeup wake_;
 
   // --- reader side (SampleSink) ---
   void samples(std::uint64_t first, std::span<const ChannelData> cols) override {
@@ -77,12 +111,7 @@ class Pipeline final : public SampleSink {
       if (!open_ || open_->first_index + open_->count != first + done ||
           open_->count == kBlockSamples) {
         publish();
-        open_ = ring_.try_acquire();
-        while (!open_ && wait_when_full_ && !abandon_.load(std::memory_order_relaxed)) {
-          std::this_thread::sleep_for(std::chrono::microseconds(100));
-          open_ = ring_.try_acquire();
-        }
-        if (!open_) {  // ring full: drop this piece, count it, and say where
+        if (!acquire()) {  // ring full: drop this piece, count it, and say where
           std::size_t n = std::min(total - done, kBlockSamples);
           overflow(first + done, n);
           done += n;
@@ -92,16 +121,7 @@ class Pipeline final : public SampleSink {
         open_->count = 0;
       }
       std::size_t n = std::min(total - done, kBlockSamples - open_->count);
-      for (std::size_t c = 0; c < cols.size(); ++c) {
-        auto [type, slot] = slots_.slots[c];
-        if (type == SampleType::f32) {
-          auto src = std::get<std::span<const float>>(cols[c]).subspan(done, n);
-          std::copy(src.begin(), src.end(), open_->f32[slot].begin() + open_->count);
-        } else {
-          auto src = std::get<std::span<const std::uint8_t>>(cols[c]).subspan(done, n);
-          std::copy(src.begin(), src.end(), open_->u8[slot].begin() + open_->count);
-        }
-      }
+      copy_into(*open_, cols, done, n);
       open_->count += static_cast<std::uint32_t>(n);
       done += n;
     }
@@ -123,6 +143,7 @@ class Pipeline final : public SampleSink {
     if (open_ && open_->count) {
       ring_.commit();
       open_ = nullptr;
+      wake_.notify();
     }
     last_publish_ns_ = clock_.now_ns();
   }
@@ -143,6 +164,19 @@ class Pipeline final : public SampleSink {
   }
 
   // --- writer side ---
+  /// The oldest published block, waiting up to `d` for one; nullptr if none came or the reader
+  /// is done and everything is consumed.
+  Block* next_block(milliseconds d) {
+    Block* b = ring_.front();
+    if (b || reader_done_.load()) return b;
+    wake_.wait_for(d, [&] { return (b = ring_.front()) != nullptr || reader_done_.load(); });
+    return b ? b : ring_.front();
+  }
+  void release_block() {
+    ring_.pop();
+    if (wait_when_full_) wake_.notify();
+  }
+
   SpscRing<Block> ring_;
   const bool wait_when_full_;
   std::mutex mu_;
@@ -153,6 +187,27 @@ class Pipeline final : public SampleSink {
   std::atomic<std::uint64_t> overflow_samples_{0};
 
  private:
+  /// A slot to fill; with the waiting policy, waits for the writer to free one (unless it failed).
+  bool acquire() {
+    open_ = ring_.try_acquire();
+    if (!open_ && wait_when_full_) {
+      wake_.wait([&] { return (open_ = ring_.try_acquire()) != nullptr || abandon_.load(); });
+    }
+    return open_ != nullptr;
+  }
+  void copy_into(Block& b, std::span<const ChannelData> cols, std::size_t from, std::size_t n) {
+    for (std::size_t c = 0; c < cols.size(); ++c) {
+      auto [type, slot] = slots_.slots[c];
+      if (type == SampleType::f32) {
+        auto src = std::get<std::span<const float>>(cols[c]).subspan(from, n);
+        std::copy(src.begin(), src.end(), b.f32[slot].begin() + b.count);
+      } else {
+        auto src = std::get<std::span<const std::uint8_t>>(cols[c]).subspan(from, n);
+        std::copy(src.begin(), src.end(), b.u8[slot].begin() + b.count);
+      }
+    }
+  }
+
   Block* open_ = nullptr;
   std::int64_t last_publish_ns_ = 0;
   const Clock& clock_;
@@ -161,38 +216,23 @@ class Pipeline final : public SampleSink {
   const ChannelSlots slots_;
 };
 
-/// Writer-thread state: statistics over valid samples.
+/// Writer-thread statistics over valid samples; energy by the trapezoid rule (as analysis/).
 struct Stats {
+  explicit Stats(double rate_hz) : energy(rate_hz) {}
   std::uint64_t valid = 0;
   double sum_i = 0, sum_v = 0, sum_p = 0;
+  dataset::TrapezoidSum energy;
 };
 
-}  // namespace
-
-Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
-                                   const CaptureOptions& opt) {
-  auto log = spdlog::default_logger();
-  if (info.nominal_rate_hz <= 0) {
-    return make_error(Errc::invalid_argument, "monitor reports no sample rate");
-  }
-  if (auto r = monitor.configure(opt.monitor); !r) return r.error();
-
-  // The writer's counters: the driver's, then the capture's own.
-  std::vector<Counter> initial = monitor.counters();
+/// The file layout of a capture of `info` with `opt`.
+dataset::CaptureLayout make_layout(const std::vector<Counter>& driver_counters,
+                                   const MonitorInfo& info, const CaptureOptions& opt) {
   dataset::CaptureLayout layout;
-  for (const auto& c : initial)
+  for (const auto& c : driver_counters)
     layout.counter_names.emplace_back(c.name);
   layout.counter_names.emplace_back("ring_overflow_samples");
   layout.sample_rate_hz = info.nominal_rate_hz;
-  auto slots = ChannelSlots::of(info.channels);
-  if (!slots) return slots.error();
   layout.channels = info.channels;
-  const auto cur_slot = slots->slots.at(static_cast<std::size_t>(info.current_channel)).second;
-  const int volt_slot =
-      info.voltage_channel < 0
-          ? -1
-          : static_cast<int>(
-                slots->slots.at(static_cast<std::size_t>(info.voltage_channel)).second);
   const std::int64_t wall_ns = wall_clock_unix_ns();
   const std::int64_t steady_ns = opt.clock->now_ns();
   layout.root_attributes = {{"meltrig_version", std::string(MELTRIG_VERSION)},
@@ -201,6 +241,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
                             {"host_steady_clock_start_ns", steady_ns}};
   for (const auto& a : opt.root_attributes)
     layout.root_attributes.push_back(a);
+  const auto usb = opt.monitor.usb_passthrough;
   layout.monitor_attributes = {
       {"driver", info.driver},
       {"port", info.port},
@@ -208,10 +249,9 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
       {"firmware_version", info.firmware_version},
       {"nominal_rate_hz", info.nominal_rate_hz},
       {"output_voltage_v", opt.monitor.output_voltage_v},
-      {"usb_passthrough",
-       std::string(opt.monitor.usb_passthrough == MonitorConfig::UsbPassthrough::on    ? "on"
-                   : opt.monitor.usb_passthrough == MonitorConfig::UsbPassthrough::off ? "off"
-                                                                                       : "auto")},
+      {"usb_passthrough", std::string(usb == MonitorConfig::UsbPassthrough::on    ? "on"
+                                      : usb == MonitorConfig::UsbPassthrough::off ? "off"
+                                                                                  : "auto")},
   };
   if (info.voltage_channel < 0) {
     // Power and energy in the summary use the set output voltage: say so in the file.
@@ -226,282 +266,357 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   layout.compression = opt.compression               ? *opt.compression
                        : info.nominal_rate_hz >= 1e6 ? dataset::Compression::lz4()
                                                      : dataset::Compression::deflate(1);
+  return layout;
+}
 
-  auto created = dataset::CaptureWriter::create(opt.output, layout);
-  if (!created) return created.error();
-  dataset::CaptureWriter writer = std::move(created.value());
-
-  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()),
-                opt.wait_when_full || info.can_wait);
-  std::atomic<bool> stop_reader{false};
-  std::atomic<bool> reader_done{false};
-  std::optional<Error> reader_error;
-  std::string source_finished;
-  std::optional<Error> writer_error;
-  std::atomic<bool> writer_failed{false};
-
-  if (auto r = monitor.start(); !r) {
-    (void)writer.finish(dataset::CaptureState::failed, r.error().describe());
-    CaptureSummary s;
-    s.output = opt.output;
-    s.state = dataset::CaptureState::failed;
-    s.failure = r.error();
-    s.end_reason = r.error().describe();
-    return s;
-  }
-  const std::int64_t t0 = opt.clock->now_ns();
-
-  std::thread reader([&] {
-    while (!stop_reader.load(std::memory_order_relaxed)) {
-      auto r = monitor.poll(pipe, std::chrono::milliseconds(50));
-      pipe.snapshot_counters(monitor.counters());
-      if (!r) {
-        // A finite source (a replay, a synthetic run) ends with `cancelled`: a normal end.
-        if (r.error().code == Errc::cancelled)
-          source_finished = r.error().message;
-        else
-          reader_error = r.error();
-        break;
-      }
-    }
-    // Stop sampling and release everything in flight (also after an error: what is decoded
-    // is kept). A port that is gone cannot be stopped; that is not a second error.
-    auto r = monitor.stop(pipe);
-    if (!r && !reader_error && r.error().code != Errc::port_gone) reader_error = r.error();
-    pipe.publish();
-    pipe.snapshot_counters(monitor.counters());
-    reader_done = true;
-  });
-
-  Stats stats;
-  std::atomic<std::uint64_t> samples_covered{0};
-  std::atomic<double> mean_power{0.0};
-  std::vector<std::uint64_t> counter_values(layout.counter_names.size());
-
-  auto write_events = [&]() -> Result<void> {
-    std::lock_guard lk(pipe.mu_);
-    while (!pipe.notes_.empty()) {
-      const auto& g = pipe.notes_.front();
-      if (auto r = writer.add_gap({g.first_index, g.count, g.kind}); !r) return r;
-      pipe.notes_.pop_front();
-    }
-    while (!pipe.cals_.empty()) {
-      const auto& c = pipe.cals_.front();
-      if (auto r = writer.add_calibration(
-              {c.sample_index, c.fine_zero, c.fine_ref, c.coarse_zero, c.coarse_ref});
-          !r)
-        return r;
-      pipe.cals_.pop_front();
-    }
-    return {};
-  };
-  // Fills sample indices [written, target) from the gap events that explain them.
-  auto fill_to = [&](std::uint64_t target) -> Result<void> {
-    while (writer.samples_written() < target) {
-      std::uint64_t at = writer.samples_written();
-      std::optional<GapEvent> g;
-      {
-        std::lock_guard lk(pipe.mu_);
-        while (!pipe.gaps_.empty() &&
-               pipe.gaps_.front().first_index + pipe.gaps_.front().count <= at) {
-          pipe.gaps_.pop_front();  // already covered
-        }
-        if (!pipe.gaps_.empty() && pipe.gaps_.front().first_index <= at) {
-          g = pipe.gaps_.front();
-          pipe.gaps_.pop_front();
-        }
-      }
-      std::uint64_t n;
-      GapKind kind;
-      if (g) {
-        n = std::min(g->first_index + g->count, target) - at;
-        kind = g->kind;
-      } else {
-        // No event explains the hole: the stream jumped. Record it as a resync gap.
-        n = target - at;
-        kind = GapKind::resync;
-        std::lock_guard lk(pipe.mu_);
-        if (!pipe.gaps_.empty()) n = std::min(n, pipe.gaps_.front().first_index - at);
-      }
-      if (auto r = writer.append_missing(n, kind); !r) return r;
-    }
-    return {};
-  };
-  auto flush_all = [&]() -> Result<void> {
-    if (auto r = write_events(); !r) return r;
-    {
-      std::lock_guard lk(pipe.mu_);
-      for (std::size_t i = 0; i < pipe.counters_.size() && i + 1 < counter_values.size(); ++i) {
-        counter_values[i] = pipe.counters_[i].value;
-      }
-    }
-    counter_values.back() = pipe.overflow_samples_.load();
-    if (auto r = writer.set_counters(counter_values); !r) return r;
-    return writer.flush();
-  };
-
-  std::thread writer_thread([&] {
-    std::vector<ChannelData> cols(pipe.slots_.slots.size());
-    std::int64_t last_flush = opt.clock->now_ns();
-    auto fail = [&](const Error& e) {
-      writer_error = e;
-      writer_failed = true;
-      pipe.abandon_ = true;
-    };
-    while (true) {
-      Block* b = pipe.ring_.front();
-      if (!b) {
-        bool finished = reader_done.load();
-        if (finished && !pipe.ring_.front()) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      } else {
-        if (auto r = fill_to(b->first_index); !r) {
-          fail(r.error());
-          break;
-        }
-        const float* cur = b->f32[cur_slot].data();
-        const float* volt =
-            volt_slot >= 0 ? b->f32[static_cast<std::size_t>(volt_slot)].data() : nullptr;
-        // Without a voltage channel the supply is the voltage just configured (MonitorInfo's
-        // fixed_voltage_v was read at open(), before configure() set the output).
-        const auto fixed_v = static_cast<float>(opt.monitor.output_voltage_v);
-        for (std::uint32_t i = 0; i < b->count; ++i) {
-          float c = cur[i], v = volt ? volt[i] : fixed_v;
-          if (std::isfinite(c) && std::isfinite(v)) {
-            ++stats.valid;
-            stats.sum_i += c;
-            stats.sum_v += v;
-            stats.sum_p += static_cast<double>(c) * v;
-          }
-        }
-        for (std::size_t c = 0; c < cols.size(); ++c) {
-          auto [type, slot] = pipe.slots_.slots[c];
-          if (type == SampleType::f32)
-            cols[c] = std::span<const float>(b->f32[slot].data(), b->count);
-          else
-            cols[c] = std::span<const std::uint8_t>(b->u8[slot].data(), b->count);
-        }
-        auto r = writer.append(dataset::SampleBlock{cols});
-        pipe.ring_.pop();
-        if (!r) {
-          fail(r.error());
-          break;
-        }
-        samples_covered = writer.samples_written();
-        if (stats.valid) mean_power = stats.sum_p / static_cast<double>(stats.valid);
-      }
-      if (opt.clock->now_ns() - last_flush >=
-          std::chrono::nanoseconds(opt.flush_interval).count()) {
-        if (auto r = flush_all(); !r) {
-          fail(r.error());
-          break;
-        }
-        last_flush = opt.clock->now_ns();
-      }
-    }
-    if (!writer_failed) {
-      // Trailing gaps (e.g. packets lost right before the end).
-      std::uint64_t end = writer.samples_written();
-      {
-        std::lock_guard lk(pipe.mu_);
-        for (const auto& g : pipe.gaps_)
-          end = std::max(end, g.first_index + g.count);
-      }
-      if (auto r = fill_to(end); !r)
-        fail(r.error());
-      else if (auto f = flush_all(); !f)
-        fail(f.error());
-    }
-    // After a writer failure the reader must not block on a full ring: drain and discard.
-    while (!reader_done.load()) {
-      while (pipe.ring_.front())
-        pipe.ring_.pop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
-
-  // Supervise.
+/// How the supervisor saw the capture end.
+struct Ending {
   dataset::CaptureState state = dataset::CaptureState::complete;
   std::string reason;
-  std::int64_t last_progress = t0;
-  while (true) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::int64_t now = opt.clock->now_ns();
-    double elapsed = static_cast<double>(now - t0) * 1e-9;
-    if (opt.interrupt && opt.interrupt->load()) {
-      state = dataset::CaptureState::interrupted;
-      reason = "interrupted after " + std::to_string(elapsed) + " s";
-      break;
-    }
-    if (reader_done.load() || writer_failed.load()) break;
-    if (opt.finish && opt.finish->load()) {
-      reason = "finished after " + std::to_string(elapsed) + " s";
-      break;
-    }
-    if (opt.duration_s > 0 && elapsed >= opt.duration_s) {
-      reason = "duration of " + std::to_string(opt.duration_s) + " s reached";
-      break;
-    }
-    if (opt.on_progress &&
-        now - last_progress >= std::chrono::nanoseconds(opt.progress_interval).count()) {
-      last_progress = now;
-      CaptureProgress p;
-      p.elapsed_s = elapsed;
-      p.samples = samples_covered.load();
-      p.rate_hz = elapsed > 0 ? static_cast<double>(p.samples) / elapsed : 0;
-      p.mean_power_w = mean_power.load();
-      {
-        std::lock_guard lk(pipe.mu_);
-        for (const auto& c : pipe.counters_)
-          if (std::string_view(c.name) == "missing_samples") p.lost_samples += c.value;
-      }
-      p.lost_samples += pipe.overflow_samples_.load();
-      opt.on_progress(p);
-    }
-  }
-  stop_reader = true;
-  reader.join();
-  writer_thread.join();
+};
 
-  if (!source_finished.empty() && state == dataset::CaptureState::complete)
-    reason = source_finished;
-  if (reader_error) {
-    state = dataset::CaptureState::failed;
-    reason = reader_error->describe();
+/// One running capture: the reader, writer and supervisor steps over shared state.
+class Capture {
+ public:
+  Capture(Monitor& monitor, const MonitorInfo& info, const CaptureOptions& opt,
+          dataset::CaptureWriter writer, ChannelSlots slots, std::size_t counters)
+      : monitor_(monitor),
+        info_(info),
+        opt_(opt),
+        writer_(std::move(writer)),
+        pipe_(opt.ring_blocks, *opt.clock, std::move(slots), opt.wait_when_full || info.can_wait),
+        cur_slot_(pipe_.slots_.slots.at(static_cast<std::size_t>(info.current_channel)).second),
+        volt_slot_(info.voltage_channel < 0
+                       ? -1
+                       : static_cast<int>(
+                             pipe_.slots_.slots.at(static_cast<std::size_t>(info.voltage_channel))
+                                 .second)),
+        stats_(info.nominal_rate_hz),
+        counter_values_(counters) {}
+
+  /// Reader thread: poll the monitor until asked to stop or the source ends, then stop it.
+  void read(std::stop_token st);
+  /// Writer thread: drain the ring into the file, fill holes, flush on time.
+  void write();
+  /// Calling thread: wait for the duration, an interrupt, a finish request or a thread's end,
+  /// reporting progress meanwhile.
+  Ending supervise(std::int64_t t0);
+  CaptureSummary summarize(Ending ending);
+
+ private:
+  Result<void> write_events();
+  Result<void> fill_to(std::uint64_t target);
+  Result<void> flush_all();
+  Result<void> store(const Block& b, std::vector<ChannelData>& cols);
+  Result<void> finish_trailing();
+  void account(const Block& b);
+  void fail(const Error& e);
+  CaptureProgress progress(double elapsed);
+
+  Monitor& monitor_;
+  const MonitorInfo& info_;
+  const CaptureOptions& opt_;
+  dataset::CaptureWriter writer_;
+  Pipeline pipe_;
+  const std::size_t cur_slot_;
+  const int volt_slot_;
+  Stats stats_;
+  std::vector<std::uint64_t> counter_values_;
+  std::optional<Error> reader_error_;
+  std::string source_finished_;
+  std::optional<Error> writer_error_;
+  std::atomic<bool> writer_failed_{false};
+  std::atomic<std::uint64_t> samples_covered_{0};
+  std::atomic<double> mean_power_{0.0};
+};
+
+void Capture::read(std::stop_token st) {
+  while (!st.stop_requested()) {
+    auto r = monitor_.poll(pipe_, milliseconds(50));
+    pipe_.snapshot_counters(monitor_.counters());
+    if (!r) {
+      // A finite source (a replay, a synthetic run) ends with `cancelled`: a normal end.
+      if (r.error().code == Errc::cancelled)
+        source_finished_ = r.error().message;
+      else
+        reader_error_ = r.error();
+      break;
+    }
   }
-  if (writer_error) {
-    state = dataset::CaptureState::failed;
-    reason = writer_error->describe();
+  // Stop sampling and release everything in flight (also after an error: what is decoded is
+  // kept). A port that is gone cannot be stopped; that is not a second error.
+  auto r = monitor_.stop(pipe_);
+  if (!r && !reader_error_ && r.error().code != Errc::port_gone) reader_error_ = r.error();
+  pipe_.publish();
+  pipe_.snapshot_counters(monitor_.counters());
+  pipe_.reader_done_ = true;
+  pipe_.wake_.notify();
+}
+
+Result<void> Capture::write_events() {
+  std::lock_guard lk(pipe_.mu_);
+  while (!pipe_.notes_.empty()) {
+    const auto& g = pipe_.notes_.front();
+    if (auto r = writer_.add_gap({g.first_index, g.count, g.kind}); !r) return r;
+    pipe_.notes_.pop_front();
   }
-  CaptureSummary s;
-  s.output = opt.output;
-  s.state = state;
-  s.end_reason = reason;
-  if (writer_error)
-    s.failure = writer_error;
-  else if (reader_error)
-    s.failure = reader_error;
-  s.samples = writer.samples_written();
-  s.valid_samples = stats.valid;
-  s.sample_rate_hz = info.nominal_rate_hz;
-  if (stats.valid) {
-    auto n = static_cast<double>(stats.valid);
-    s.mean_current_a = stats.sum_i / n;
-    s.mean_voltage_v = stats.sum_v / n;
-    s.mean_power_w = stats.sum_p / n;
-    s.energy_j = stats.sum_p / info.nominal_rate_hz;
+  while (!pipe_.cals_.empty()) {
+    const auto& c = pipe_.cals_.front();
+    if (auto r = writer_.add_calibration(
+            {c.sample_index, c.fine_zero, c.fine_ref, c.coarse_zero, c.coarse_ref});
+        !r)
+      return r;
+    pipe_.cals_.pop_front();
   }
+  return {};
+}
+
+// Fills sample indices [written, target) from the gap events that explain them.
+Result<void> Capture::fill_to(std::uint64_t target) {
+  while (writer_.samples_written() < target) {
+    std::uint64_t at = writer_.samples_written();
+    std::optional<GapEvent> g;
+    {
+      std::lock_guard lk(pipe_.mu_);
+      while (!pipe_.gaps_.empty() &&
+             pipe_.gaps_.front().first_index + pipe_.gaps_.front().count <= at) {
+        pipe_.gaps_.pop_front();  // already covered
+      }
+      if (!pipe_.gaps_.empty() && pipe_.gaps_.front().first_index <= at) {
+        g = pipe_.gaps_.front();
+        pipe_.gaps_.pop_front();
+      }
+    }
+    std::uint64_t n;
+    GapKind kind;
+    if (g) {
+      n = std::min(g->first_index + g->count, target) - at;
+      kind = g->kind;
+    } else {
+      // No event explains the hole: the stream jumped. Record it as a resync gap.
+      n = target - at;
+      kind = GapKind::resync;
+      std::lock_guard lk(pipe_.mu_);
+      if (!pipe_.gaps_.empty()) n = std::min(n, pipe_.gaps_.front().first_index - at);
+    }
+    if (auto r = writer_.append_missing(n, kind); !r) return r;
+    stats_.energy.skip();
+  }
+  return {};
+}
+
+Result<void> Capture::flush_all() {
+  if (auto r = write_events(); !r) return r;
   {
-    std::lock_guard lk(pipe.mu_);
-    s.counters = pipe.counters_;
+    std::lock_guard lk(pipe_.mu_);
+    for (std::size_t i = 0; i < pipe_.counters_.size() && i + 1 < counter_values_.size(); ++i) {
+      counter_values_[i] = pipe_.counters_[i].value;
+    }
   }
-  s.counters.push_back({"ring_overflow_samples", pipe.overflow_samples_.load()});
-  if (auto r = writer.finish(state, reason); !r && !s.failure) {
+  counter_values_.back() = pipe_.overflow_samples_.load();
+  if (auto r = writer_.set_counters(counter_values_); !r) return r;
+  return writer_.flush();
+}
+
+void Capture::account(const Block& b) {
+  const float* cur = b.f32[cur_slot_].data();
+  const float* volt =
+      volt_slot_ >= 0 ? b.f32[static_cast<std::size_t>(volt_slot_)].data() : nullptr;
+  // Without a voltage channel the supply is the voltage just configured (MonitorInfo's
+  // fixed_voltage_v was read at open(), before configure() set the output).
+  const auto fixed_v = static_cast<float>(opt_.monitor.output_voltage_v);
+  for (std::uint32_t i = 0; i < b.count; ++i) {
+    float c = cur[i], v = volt ? volt[i] : fixed_v;
+    if (std::isfinite(c) && std::isfinite(v)) {
+      const double p = static_cast<double>(c) * v;
+      ++stats_.valid;
+      stats_.sum_i += c;
+      stats_.sum_v += v;
+      stats_.sum_p += p;
+      stats_.energy.add(p);
+    } else {
+      stats_.energy.skip();
+    }
+  }
+}
+
+Result<void> Capture::store(const Block& b, std::vector<ChannelData>& cols) {
+  if (auto r = fill_to(b.first_index); !r) return r;
+  account(b);
+  for (std::size_t c = 0; c < cols.size(); ++c) {
+    auto [type, slot] = pipe_.slots_.slots[c];
+    if (type == SampleType::f32)
+      cols[c] = std::span<const float>(b.f32[slot].data(), b.count);
+    else
+      cols[c] = std::span<const std::uint8_t>(b.u8[slot].data(), b.count);
+  }
+  auto r = writer_.append(dataset::SampleBlock{cols});
+  if (!r) return r;
+  samples_covered_ = writer_.samples_written();
+  if (stats_.valid) mean_power_ = stats_.sum_p / static_cast<double>(stats_.valid);
+  return {};
+}
+
+// Trailing gaps (e.g. packets lost right before the end), then the last flush.
+Result<void> Capture::finish_trailing() {
+  std::uint64_t end = writer_.samples_written();
+  {
+    std::lock_guard lk(pipe_.mu_);
+    for (const auto& g : pipe_.gaps_)
+      end = std::max(end, g.first_index + g.count);
+  }
+  if (auto r = fill_to(end); !r) return r;
+  return flush_all();
+}
+
+void Capture::fail(const Error& e) {
+  writer_error_ = e;
+  writer_failed_ = true;
+  // A reader waiting for ring space must not wait forever: from now on it drops and counts.
+  pipe_.abandon_ = true;
+  pipe_.wake_.notify();
+}
+
+void Capture::write() {
+  std::vector<ChannelData> cols(pipe_.slots_.slots.size());
+  const std::int64_t flush_ns = std::chrono::nanoseconds(opt_.flush_interval).count();
+  std::int64_t last_flush = opt_.clock->now_ns();
+  for (;;) {
+    Block* b = pipe_.next_block(kClockCheck);
+    if (b) {
+      auto r = store(*b, cols);
+      pipe_.release_block();
+      if (!r) return fail(r.error());
+    } else if (pipe_.reader_done_.load() && !pipe_.ring_.front()) {
+      break;
+    }
+    if (opt_.clock->now_ns() - last_flush >= flush_ns) {
+      if (auto r = flush_all(); !r) return fail(r.error());
+      last_flush = opt_.clock->now_ns();
+    }
+  }
+  if (auto r = finish_trailing(); !r) fail(r.error());
+}
+
+CaptureProgress Capture::progress(double elapsed) {
+  CaptureProgress p;
+  p.elapsed_s = elapsed;
+  p.samples = samples_covered_.load();
+  p.rate_hz = elapsed > 0 ? static_cast<double>(p.samples) / elapsed : 0;
+  p.mean_power_w = mean_power_.load();
+  {
+    std::lock_guard lk(pipe_.mu_);
+    for (const auto& c : pipe_.counters_)
+      if (std::string_view(c.name) == "missing_samples") p.lost_samples += c.value;
+  }
+  p.lost_samples += pipe_.overflow_samples_.load();
+  return p;
+}
+
+Ending Capture::supervise(std::int64_t t0) {
+  // Interrupt and finish requests wake the wait at once; the duration and the progress line are
+  // checked against the capture's clock (which may run faster than real time).
+  std::stop_callback on_interrupt(opt_.interrupt, [this] { pipe_.wake_.notify(); });
+  std::stop_callback on_finish(opt_.finish, [this] { pipe_.wake_.notify(); });
+  std::int64_t last_progress = t0;
+  for (;;) {
+    pipe_.wake_.wait_for(kClockCheck * 2, [&] {
+      return opt_.interrupt.stop_requested() || opt_.finish.stop_requested() ||
+             pipe_.reader_done_.load() || writer_failed_.load();
+    });
+    std::int64_t now = opt_.clock->now_ns();
+    double elapsed = static_cast<double>(now - t0) * 1e-9;
+    if (opt_.interrupt.stop_requested())
+      return {dataset::CaptureState::interrupted,
+              "interrupted after " + std::to_string(elapsed) + " s"};
+    if (pipe_.reader_done_.load() || writer_failed_.load()) return {};
+    if (opt_.finish.stop_requested())
+      return {dataset::CaptureState::complete, "finished after " + std::to_string(elapsed) + " s"};
+    if (opt_.duration_s > 0 && elapsed >= opt_.duration_s)
+      return {dataset::CaptureState::complete,
+              "duration of " + std::to_string(opt_.duration_s) + " s reached"};
+    if (opt_.on_progress &&
+        now - last_progress >= std::chrono::nanoseconds(opt_.progress_interval).count()) {
+      last_progress = now;
+      opt_.on_progress(progress(elapsed));
+    }
+  }
+}
+
+CaptureSummary Capture::summarize(Ending ending) {
+  if (!source_finished_.empty() && ending.state == dataset::CaptureState::complete)
+    ending.reason = source_finished_;
+  if (reader_error_) ending = {dataset::CaptureState::failed, reader_error_->describe()};
+  if (writer_error_) ending = {dataset::CaptureState::failed, writer_error_->describe()};
+  CaptureSummary s;
+  s.output = opt_.output;
+  s.state = ending.state;
+  s.end_reason = ending.reason;
+  if (writer_error_)
+    s.failure = writer_error_;
+  else if (reader_error_)
+    s.failure = reader_error_;
+  s.samples = writer_.samples_written();
+  s.valid_samples = stats_.valid;
+  s.sample_rate_hz = info_.nominal_rate_hz;
+  if (stats_.valid) {
+    auto n = static_cast<double>(stats_.valid);
+    s.mean_current_a = stats_.sum_i / n;
+    s.mean_voltage_v = stats_.sum_v / n;
+    s.mean_power_w = stats_.sum_p / n;
+  }
+  s.energy_j = stats_.energy.integral();
+  {
+    std::lock_guard lk(pipe_.mu_);
+    s.counters = pipe_.counters_;
+  }
+  s.counters.push_back({"ring_overflow_samples", pipe_.overflow_samples_.load()});
+  if (auto r = writer_.finish(s.state, s.end_reason); !r && !s.failure) {
     s.state = dataset::CaptureState::failed;
     s.failure = r.error();
     s.end_reason = r.error().describe();
   }
-  log->debug("capture ended: {}", s.end_reason);
+  return s;
+}
+
+CaptureSummary start_failed(dataset::CaptureWriter& writer, const CaptureOptions& opt,
+                            const Error& e) {
+  (void)writer.finish(dataset::CaptureState::failed, e.describe());
+  CaptureSummary s;
+  s.output = opt.output;
+  s.state = dataset::CaptureState::failed;
+  s.failure = e;
+  s.end_reason = e.describe();
+  return s;
+}
+
+}  // namespace
+
+Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
+                                   const CaptureOptions& opt) {
+  if (info.nominal_rate_hz <= 0) {
+    return make_error(Errc::invalid_argument, "monitor reports no sample rate");
+  }
+  if (auto r = monitor.configure(opt.monitor); !r) return r.error();
+  auto slots = ChannelSlots::of(info.channels);
+  if (!slots) return slots.error();
+  // The writer's counters: the driver's, then the capture's own.
+  const dataset::CaptureLayout layout = make_layout(monitor.counters(), info, opt);
+  auto created = dataset::CaptureWriter::create(opt.output, layout);
+  if (!created) return created.error();
+  if (auto r = monitor.start(); !r) return start_failed(created.value(), opt, r.error());
+
+  Capture capture(monitor, info, opt, std::move(created.value()), std::move(slots.value()),
+                  layout.counter_names.size());
+  const std::int64_t t0 = opt.clock->now_ns();
+  std::jthread reader([&](std::stop_token st) { capture.read(st); });
+  std::jthread writer([&] { capture.write(); });
+  Ending ending = capture.supervise(t0);
+  reader.request_stop();
+  reader.join();  // the reader stops the monitor and publishes the rest; then the writer ends
+  writer.join();
+  CaptureSummary s = capture.summarize(std::move(ending));
+  spdlog::default_logger()->debug("capture ended: {}", s.end_reason);
   return s;
 }
 

@@ -2,7 +2,7 @@
 // 0x0001): control-transfer encodings, the 64-byte bulk sample packet, calibration maths and
 // sample sequencing. Pure code: no I/O, no clocks (times are passed in). Both sides are here: the
 // host side for drivers and the device side (request parsing, packet encoding, ADC quantisation)
-// for emulators. Facts come from ../shared/PROTOCOLS.md (source: msoon/PyMonsoon); none were
+// for emulators. Facts come from the open-source host library msoon/PyMonsoon; none were
 // checked against hardware. Where sources disagree or are silent, the reading chosen is written
 // next to the code that depends on it.
 #pragma once

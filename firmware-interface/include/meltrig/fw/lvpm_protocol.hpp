@@ -1,7 +1,7 @@
 // Monsoon LVPM (white unit, firmware FTA22D) serial protocol: framing, commands, the status
 // packet, sample packets and calibration maths. Pure code over byte spans: no I/O, no clocks.
 // Both directions are here: the host side (drivers) and the device side (emulators).
-// Facts come from ../shared/PROTOCOLS.md; where sources disagree the chosen reading is noted.
+// Facts come from public descriptions (e.g. msoon/PyMonsoon); where sources disagree, noted.
 #pragma once
 
 #include <algorithm>
@@ -133,7 +133,7 @@ Result<Command> parse_command(std::span<const std::uint8_t> payload);
 // ---------------------------------------------------------------------------------------------
 // Status packet (58 bytes, big-endian).
 
-/// Every field of the status packet, raw as transmitted (see PROTOCOLS.md for the 41 fields).
+/// Every field of the status packet, raw as transmitted (41 fields, in wire order).
 struct Status {
   std::uint8_t packet_type = 0x10;
   std::uint8_t firmware_version = 0;

@@ -2,7 +2,7 @@
 // the 32-bit sample word, the current conversion, a streaming word decoder that follows the 6-bit
 // sample counter, and an elapsed-time check for losses that wrap that counter. Pure code over
 // bytes: no I/O and no clocks (arrival times are passed in). Host side (drivers) and device side
-// (emulators) are both here. Facts come from ../shared/PROTOCOLS.md ("Nordic PPK2").
+// (emulators) are both here. Facts come from Nordic's open-source host software for the PPK2.
 #pragma once
 
 #include <algorithm>
@@ -34,7 +34,8 @@ inline constexpr std::size_t kRanges = 5;
 /// Source-voltage limits of the regulator command, millivolts.
 inline constexpr int kMinSourceMv = 800;
 inline constexpr int kMaxSourceMv = 5000;
-/// Volts per (4 x ADC count) before the shunt: 1.8 V reference over 163840 (PROTOCOLS.md).
+/// Volts per (4 x ADC count) before the shunt: 1.8 V reference over 163840 (the host software's
+/// constant).
 inline constexpr double kAdcMult = 1.8 / 163840.0;
 /// Largest ADC value (14 bits).
 inline constexpr std::uint16_t kAdcMax = 0x3FFF;
@@ -240,7 +241,7 @@ void append_word(std::uint32_t w, std::vector<std::uint8_t>& out);
 // ---------------------------------------------------------------------------------------------
 // Conversion.
 
-/// Current in amps of one ADC reading, literally as PROTOCOLS.md writes it:
+/// Current in amps of one ADC reading, literally as the host software computes it:
 ///   x = (adc*4 - O[r]) * (1.8/163840) / R[r]
 ///   I = UG[r] * (x*(GS[r]*x + GI[r]) + S[r]*V + I[r])
 /// Units: adc*4 - O is in ADC counts, 1.8/163840 V per count, so (..)*mult is the shunt voltage

@@ -2,7 +2,7 @@
 // ICStation ICSE012A/013A/014A (identify with 0x50, enter command mode with 0x51, then every
 // byte is the whole active-low relay bitmap). Pure code over bytes: no I/O, no clocks. Both
 // directions are here: the host side (drivers) and the device side (emulators, fuzzers).
-// Facts come from ../shared/PROTOCOLS.md ("Relays and switchable USB hubs").
+// Facts come from the boards' public command descriptions (no vendor specification exists).
 #pragma once
 
 #include <array>

@@ -1,13 +1,14 @@
 // A capture: one monitor's samples into one HDF5 file. A reader thread drives the monitor and
 // feeds a bounded ring; a writer thread drains it into the CaptureWriter and flushes at least
-// every `flush_interval`; the calling thread supervises (duration, interrupt, live status).
+// every `flush_interval`; the calling thread supervises (duration, interrupt, finish, live
+// status). The threads are std::jthreads woken through one condition variable.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -45,10 +46,10 @@ struct CaptureOptions {
   /// shuffle+lz4 from 1 Msps (deflate cannot keep up there; readers need the LZ4 plugin).
   std::optional<dataset::Compression> compression;
   std::chrono::milliseconds progress_interval{500};
-  const std::atomic<bool>* interrupt = nullptr;  ///< set (e.g. by SIGINT) to stop cleanly
-  /// Set to end the capture as complete: what it records is over (e.g. `meltrig run` once the
-  /// runner and the idle tail are done). Ends it like the duration does.
-  const std::atomic<bool>* finish = nullptr;
+  std::stop_token interrupt;  ///< requested (e.g. on SIGINT): end the capture as interrupted
+  /// Requested to end the capture as complete: what it records is over (e.g. `meltrig run` once
+  /// the runner and the idle tail are done). Ends it like the duration does.
+  std::stop_token finish;
   std::function<void(const CaptureProgress&)> on_progress;
   std::vector<Attribute> root_attributes;  ///< extra root attributes (e.g. the command line)
   const Clock* clock = &SteadyClock::instance();
@@ -64,7 +65,7 @@ struct CaptureSummary {
   std::uint64_t valid_samples = 0;
   double sample_rate_hz = 0;
   double mean_current_a = 0, mean_voltage_v = 0, mean_power_w = 0;
-  double energy_j = 0;  ///< sum of I*V over valid samples / rate (rectangle rule)
+  double energy_j = 0;  ///< integral of I*V by the trapezoid rule (dataset/trapezoid.hpp)
   std::vector<Counter> counters;
 };
 

@@ -1,18 +1,7 @@
-#include "target_record.hpp"
+// What a session records about the target: see target_record.hpp.
+#include "meltrig/dataset/target_record.hpp"
 
-namespace meltrig::cli {
-
-void take_probes(targets::Target& target, int n, TargetRecord& rec) {
-  for (int i = 0; i < n; ++i) {
-    auto p = target.probe_clock();
-    if (p) {
-      rec.probes.push_back(*p);
-    } else {
-      ++rec.probe_failures;
-      rec.last_probe_error = p.error();
-    }
-  }
-}
+namespace meltrig::dataset {
 
 std::string join_for_humans(const std::vector<std::string>& argv) {
   std::string s;
@@ -31,10 +20,10 @@ std::string join_for_humans(const std::vector<std::string>& argv) {
   return s;
 }
 
-Result<void> write_target(dataset::RunRecord& f, const TargetRecord& rec,
-                          std::string_view telemetry_group) {
+Result<void> write_target_record(RunRecord& f, const TargetRecord& rec,
+                                 std::string_view telemetry_group) {
   auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
-  std::vector<dataset::Attribute> attrs = {
+  std::vector<Attribute> attrs = {
       {"describe", rec.describe},
       {"runner_argv", join_for_humans(rec.argv)},
       {"runner_argc", i64(rec.argv.size())},
@@ -57,4 +46,4 @@ Result<void> write_target(dataset::RunRecord& f, const TargetRecord& rec,
   return f.write_telemetry(rec.telemetry, telemetry_group);
 }
 
-}  // namespace meltrig::cli
+}  // namespace meltrig::dataset
