@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <deque>
@@ -231,7 +232,12 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   if (!created) return created.error();
   CaptureWriter writer = std::move(created.value());
 
-  Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()),
+  // A driver may hold data for up to its loss inference's 10 s horizon and release it at once:
+  // unless told, the ring holds 20 s of samples (256..1024 blocks) so such a burst is not dropped.
+  const auto horizon_blocks = static_cast<std::size_t>(20.0 * info.nominal_rate_hz / kBlockSamples);
+  const std::size_t ring_blocks =
+      opt.ring_blocks ? *opt.ring_blocks : std::clamp<std::size_t>(horizon_blocks, 256, 1024);
+  Pipeline pipe(ring_blocks, *opt.clock, std::move(slots.value()),
                 opt.wait_when_full || info.can_wait);
   std::atomic<bool> stop_reader{false};
   std::atomic<bool> reader_done{false};
