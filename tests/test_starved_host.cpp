@@ -162,7 +162,11 @@ TEST_CASE("starved host: LVPM 5 kHz, emulator and capture in separate processes,
 
 TEST_CASE("starved host: PPK2 100 kHz, emulator and capture in separate processes, 60 s") {
   // The logic inputs carry index & 0xFF: an exact stamp of every row.
-  cli_run("ppk2", {"--waveform", "triangle:0.2:0.001:0.301", "--logic", "index"},
+  // A 10 s device buffer: the capture process, not the emulator, is what starves here, and a
+  // stall it catches up from within the inference's horizon must lose nothing (the default
+  // 0.65 s buffer overflows, a real device-side loss, if the reader sleeps longer than that).
+  cli_run("ppk2",
+          {"--waveform", "triangle:0.2:0.001:0.301", "--logic", "index", "--buffer-s", "10"},
           {"--voltage", "3.7"}, 1e-4, "0.2:0.001:0.301");
 }
 
