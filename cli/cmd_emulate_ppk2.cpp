@@ -18,6 +18,7 @@ struct Args {
   std::vector<std::uint64_t> corrupt;
   std::string stall, garbage;
   bool split = false, answer_garbage = false;
+  double buffer_s = 0.0;
 };
 
 /// "A:B" as two numbers; throws std::invalid_argument (caught by the caller) on anything else.
@@ -81,6 +82,7 @@ int run(const Args& a) {
   auto& f = cfg.faults;
   f.answer_garbage = a.answer_garbage;
   f.split_writes = a.split;
+  if (a.buffer_s > 0) cfg.output_limit_bytes = static_cast<std::size_t>(a.buffer_s * 400000.0);
   f.disconnect_at_s = a.disconnect_at;
   f.corrupt_counters = a.corrupt;
   try {
@@ -154,6 +156,8 @@ void add_emulate_ppk2(CLI::App& emulate, Commands& cmds) {
   s->add_option("--duplicate", a->duplicates, "send samples FIRST:COUNT twice (repeatable)");
   s->add_option("--corrupt", a->corrupt, "flip counter bits of this sample (repeatable)");
   s->add_flag("--split", a->split, "write the stream in 1-3 byte pieces");
+  s->add_option("--buffer-s", a->buffer_s,
+                "device output buffer, seconds of samples (default 0.65); beyond it samples drop");
   s->add_option("--stall", a->stall, "hold output AT_S:SECONDS after start, then burst");
   s->add_option("--disconnect-at", a->disconnect_at, "close the pty this long after start, s");
   s->add_option("--garbage", a->garbage, "insert BYTES:EVERY random bytes every EVERY samples");

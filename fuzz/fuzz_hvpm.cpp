@@ -73,12 +73,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   hv::SampleSequencer::Config scfg;
   scfg.infer_wraps = (mode & 0x10) == 0;
   scfg.settle_ns = 50'000'000;
+  scfg.horizon_ns = 200'000'000;
   hv::SampleSequencer seq(scfg);
   seq.begin(0);
   std::uint64_t last_end = 0;
   std::uint64_t placed_slots = 0, placed_lost = 0;
   auto on_placed = [&](const hv::PlacedPacket& p) {
     FUZZ_ASSERT(p.lost_before == p.counter_lost + p.device_dropped + p.wrap_lost);
+    FUZZ_ASSERT(p.wrap_inferred || p.wrap_uncertainty == 0);
     FUZZ_ASSERT(p.first_index == last_end + p.lost_before);  // indices never go backwards
     FUZZ_ASSERT(p.slots >= 1 && p.slots <= hv::kMaxSamplesPerPacket);
     last_end = p.first_index + p.slots;
@@ -144,6 +146,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto& c = seq.counters();
   FUZZ_ASSERT(last_end == placed_slots + placed_lost);
   // Losses after the last packet with samples are counted but have nothing to sit before.
-  FUZZ_ASSERT(placed_lost <= c.counter_lost + c.device_dropped + c.wrap_lost);
+  FUZZ_ASSERT(placed_lost <= c.counter_lost + c.device_dropped + c.wrap_lost + c.inferred_lost);
   return 0;
 }

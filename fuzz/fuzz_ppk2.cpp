@@ -11,6 +11,7 @@
 #include "meltrig/fw/ppk2_protocol.hpp"
 
 namespace pp = meltrig::fw::ppk2;
+namespace fw = meltrig::fw;
 
 #define FUZZ_ASSERT(c)      \
   do {                      \
@@ -92,11 +93,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   };
 
-  pp::WrapDetector wrap({});
+  fw::WrapInference wrap(pp::wrap_config());
   std::uint32_t tag = 0, placed = 0;
   std::uint64_t last_offset = 0;
   std::int64_t t = 1'000'000'000;
-  auto on_placed = [&](const pp::PlacedChunk& p) {
+  auto on_placed = [&](const fw::WrapPlacement& p) {
     FUZZ_ASSERT(p.tag == placed++);  // in order, none lost
     FUZZ_ASSERT(p.offset >= last_offset);
     FUZZ_ASSERT(p.wrap_lost % pp::kCounterModulo == 0);
@@ -113,7 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_decoder_counters(dec);
     // Arrival times from the data: late, early and bursty reads.
     t += 100'000 + static_cast<std::int64_t>(chunk[0]) * 20'000;
-    wrap.push(dec.next_index(), t, tag++, chunk[0] & 1, chunk[0] & 2);
+    wrap.push(dec.next_index(), t, tag++,
+              fw::WrapEvidence{(chunk[0] & 1) != 0, (chunk[0] & 2) != 0});
     wrap.drain(on_placed);
     FUZZ_ASSERT(wrap.offset() == last_offset || wrap.held() > 0);
 

@@ -449,7 +449,7 @@ with h5py.File(sys.argv[1], "r") as f:
     assert g.dtype.names == ("first_index", "count", "kind"), g.dtype
     assert g.dtype["first_index"] == np.uint64 and g.dtype["kind"] == np.uint8
     assert list(g.attrs["kind_names"]) == ["missing", "missing_wrapped", "duplicate_dropped",
-                                           "ring_overflow", "resync", "uncalibrated"]
+                                           "ring_overflow", "resync", "uncalibrated", "inferred"]
     c = m["calibration"]
     assert c.dtype.names == ("sample_index", "fine_zero", "fine_ref", "coarse_zero", "coarse_ref")
     assert c.dtype["fine_ref"] == np.float64
@@ -555,7 +555,7 @@ with h5py.File(sys.argv[1], "r") as f:
                                                      (100, 17, 3), (117, 1, 4), (120, 2, 5)], g
     names = list(m["gaps"].attrs["kind_names"])
     assert [names[k] for k in g["kind"]] == ["missing", "duplicate_dropped", "missing_wrapped",
-                                              "ring_overflow", "resync", "uncalibrated"]
+                                              "ring_overflow", "resync", "uncalibrated", "inferred"]
     cal = m["calibration"][:]
     assert list(cal["sample_index"]) == [0, 50]
     assert list(cal["fine_zero"]) == [1.5, -1.25] and list(cal["fine_ref"]) == [2.5, 1e6]

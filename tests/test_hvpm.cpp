@@ -582,18 +582,19 @@ TEST_CASE("hvpm sequencer: 16 lost packets are found from elapsed time; a stall 
   };
   for (int i = 0; i < 2000; ++i)
     send();
-  // 16 packets vanish: the counter comes back to the same value, the clock does not.
+  // 16 packets vanish: the counter comes back to the same value, the clock does not. Nothing
+  // else shows it, so it is decided after the 10 s horizon (17000 packets = 10.2 s).
   end += 48;
-  for (int i = 0; i < 2000; ++i)
+  for (int i = 0; i < 18000; ++i)
     send();
   s.finish();
   auto p = drain(s);
-  REQUIRE(p.size() == 4000);
+  REQUIRE(p.size() == 20000);
   CHECK(p[1999].first_index == 5997);
   CHECK(p[2000].first_index == 6048);
   CHECK(p[2000].wrap_lost == 48);
   CHECK(p[2000].lost_before == 48);
-  CHECK(p[3999].first_index == 6048 + 3 * 1999);
+  CHECK(p[19999].first_index == 6048 + 3 * 17999);
   CHECK(s.counters().wrap_gaps == 1);
   CHECK(s.counters().wrap_lost == 48);
 
@@ -951,7 +952,10 @@ TEST_CASE("hvpm faults: exactly 16 lost packets (invisible to the counter) are f
   TempDir dir;
   auto cfg = triangle_config(dir);
   cfg.faults.drop_data_packets = {{400, 16}};
-  auto r = run(dir, cfg, 3.0);
+  // Only elapsed time shows this loss: a 1 s horizon (default 10 s) keeps the test short.
+  rig::HvpmMonitor::Options mo;
+  mo.sequencer.horizon_ns = 1'000'000'000;
+  auto r = run(dir, cfg, 3.0, mo);
   CHECK(r.truth.samples_lost_in_transit == 48);
   std::string py;
   int rc = check_file(dir, "[[1200,1248]]", "[[1200,48,1]]",

@@ -624,20 +624,21 @@ struct ChunkFeed {
 }  // namespace
 
 TEST_CASE("ppk2 wrap check: a 128-sample loss the counter cannot see is found from elapsed time") {
-  pp::WrapDetector w({});
+  fw::WrapInference w(pp::wrap_config());
   ChunkFeed f;
-  std::vector<pp::PlacedChunk> placed;
+  std::vector<fw::WrapPlacement> placed;
   const std::uint64_t lost = 128;
-  for (std::uint32_t k = 0; k < 4000; ++k) {
+  // The counter sees nothing: decided after the 10 s horizon (chunks are 1 ms apart).
+  for (std::uint32_t k = 0; k < 13000; ++k) {
     const std::uint64_t end_true = 100ull * (k + 1);
     const std::uint64_t end_seen = k >= 2000 ? end_true - lost : end_true;  // lost in chunk 2000
     w.push(end_seen, f.arrival(end_true), k);
-    w.drain([&](const pp::PlacedChunk& p) { placed.push_back(p); });
+    w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
   }
   w.finish();
-  w.drain([&](const pp::PlacedChunk& p) { placed.push_back(p); });
-  REQUIRE(placed.size() == 4000);
-  for (std::uint32_t k = 0; k < 4000; ++k) {
+  w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
+  REQUIRE(placed.size() == 13000);
+  for (std::uint32_t k = 0; k < 13000; ++k) {
     CHECK(placed[k].tag == k);
     CHECK(placed[k].offset == (k > 2000 ? lost : 0));
     CHECK(placed[k].wrap_lost == (k == 2000 ? lost : 0));
@@ -647,7 +648,7 @@ TEST_CASE("ppk2 wrap check: a 128-sample loss the counter cannot see is found fr
 }
 
 TEST_CASE("ppk2 wrap check: a 50 ms stall followed by a burst is not a loss") {
-  pp::WrapDetector w({});
+  fw::WrapInference w(pp::wrap_config());
   ChunkFeed f;
   std::uint64_t released = 0, max_offset = 0;
   for (std::uint32_t k = 0; k < 3000; ++k) {
@@ -655,13 +656,13 @@ TEST_CASE("ppk2 wrap check: a 50 ms stall followed by a burst is not a loss") {
     // Chunks 1000..1049 are held by the host and arrive together at the end of the stall.
     const std::int64_t extra = (k >= 1000 && k < 1050) ? (1050 - k) * 1'000'000 : 0;
     w.push(end, f.arrival(end, extra), k);
-    w.drain([&](const pp::PlacedChunk& p) {
+    w.drain([&](const fw::WrapPlacement& p) {
       ++released;
       max_offset = std::max(max_offset, p.offset + p.wrap_lost);
     });
   }
   w.finish();
-  w.drain([&](const pp::PlacedChunk&) { ++released; });
+  w.drain([&](const fw::WrapPlacement&) { ++released; });
   CHECK(released == 3000);
   CHECK(max_offset == 0);
   CHECK(w.counters().wrap_gaps == 0);
@@ -669,7 +670,7 @@ TEST_CASE("ppk2 wrap check: a 50 ms stall followed by a burst is not a loss") {
 }
 
 TEST_CASE("ppk2 wrap check: a host that falls 0.5 s behind for 2 s does not invent a loss") {
-  pp::WrapDetector w({});
+  fw::WrapInference w(pp::wrap_config());
   ChunkFeed f;
   std::uint64_t max_offset = 0, released = 0;
   for (std::uint32_t k = 0; k < 6000; ++k) {
@@ -678,23 +679,23 @@ TEST_CASE("ppk2 wrap check: a host that falls 0.5 s behind for 2 s does not inve
     // read (not caught up); from chunk 3000 it catches up again.
     std::int64_t behind = 0;
     if (k >= 1000 && k < 3000) behind = std::min<std::int64_t>(k - 1000, 500) * 1'000'000;
-    w.push(end, f.arrival(end, behind), k, false, behind == 0);
-    w.drain([&](const pp::PlacedChunk& p) {
+    w.push(end, f.arrival(end, behind), k, fw::WrapEvidence{false, behind == 0});
+    w.drain([&](const fw::WrapPlacement& p) {
       ++released;
       max_offset = std::max(max_offset, p.offset + p.wrap_lost);
     });
   }
   w.finish();
-  w.drain([&](const pp::PlacedChunk&) { ++released; });
+  w.drain([&](const fw::WrapPlacement&) { ++released; });
   CHECK(released == 6000);
   CHECK(max_offset == 0);
   CHECK(w.counters().wrap_gaps == 0);
 }
 
 TEST_CASE("ppk2 wrap check: late reads just before a loss do not take it from the counter's gap") {
-  pp::WrapDetector w({});
+  fw::WrapInference w(pp::wrap_config());
   ChunkFeed f;
-  std::vector<pp::PlacedChunk> placed;
+  std::vector<fw::WrapPlacement> placed;
   // 1000 samples lost in chunk 2000: the counter saw 1000 mod 64 = 40 of them there; the
   // elapsed-time check must add the other 960 in that chunk, although chunks 1990..1999 were
   // read 1.5 ms late.
@@ -702,11 +703,11 @@ TEST_CASE("ppk2 wrap check: late reads just before a loss do not take it from th
     const std::uint64_t end_true = 100ull * (k + 1);
     const std::uint64_t end_seen = k >= 2000 ? end_true - 960 : end_true;
     const std::int64_t late = (k >= 1990 && k < 2000) ? 1'500'000 : 0;
-    w.push(end_seen, f.arrival(end_true, late), k, k == 2000);
-    w.drain([&](const pp::PlacedChunk& p) { placed.push_back(p); });
+    w.push(end_seen, f.arrival(end_true, late), k, fw::WrapEvidence{k == 2000});
+    w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
   }
   w.finish();
-  w.drain([&](const pp::PlacedChunk& p) { placed.push_back(p); });
+  w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
   REQUIRE(placed.size() == 4000);
   for (std::uint32_t k = 0; k < 4000; ++k) {
     CHECK(placed[k].offset == (k > 2000 ? 960u : 0u));
@@ -725,11 +726,12 @@ struct Run {
 };
 
 Run capture(fixtures::Ppk2EmulatorConfig cfg, const std::filesystem::path& out, double seconds,
-            double volts = 3.7) {
+            double volts = 3.7, std::int64_t horizon_ns = 0) {
   auto emu = fixtures::Ppk2Emulator::start(std::move(cfg));
   REQUIRE(emu.ok());
   rig::Ppk2Monitor::Options mo;
   mo.port = (*emu)->port_path();
+  if (horizon_ns > 0) mo.wrap.horizon_ns = horizon_ns;
   rig::Ppk2Monitor monitor(mo);
   auto info = monitor.open();
   REQUIRE_MESSAGE(info.ok(), (info.ok() ? "" : errmsg(info.error())));
@@ -929,7 +931,9 @@ TEST_CASE("ppk2 faults: exactly 128 lost samples (no counter jump) are found fro
   auto cfg = stamped(dir);
   cfg.faults.drop_samples = {{50000, 128}};
   auto out = dir / "f.h5";
-  auto r = capture(cfg, out, 2.0);
+  // Nothing but elapsed time shows this loss: with the default 10 s horizon it would be decided
+  // only after 10 s; a 1 s horizon keeps the test short (the default is tested on its own).
+  auto r = capture(cfg, out, 2.0, 3.7, 1'000'000'000);
   CHECK(r.truth.samples_dropped == 128);
   CHECK(r.summary.samples == r.truth.samples_generated);
   CHECK(counter(r.summary, "missing_samples") == 128);
@@ -948,7 +952,7 @@ with h5py.File(sys.argv[1], "r") as f:
   REQUIRE(meltrig::test::run_python(find_gap, {out.string()}, dir.path(), &py) == 0);
   const std::uint64_t a = std::stoull(py);
   CHECK(a <= 50000);
-  // Late reads just before the loss can move it a few reads earlier (see WrapDetector).
+  // Late reads just before the loss can move it a few reads earlier (see fw::WrapInference).
   CHECK(a >= 50000 - 20000);
   // Starts from std::string: GCC 12 at -O3 misreports "literal" + std::string&& (-Wrestrict).
   const std::string a0 = std::to_string(a), a1 = std::to_string(a + 128);

@@ -681,18 +681,13 @@ void SampleSequencer::begin(std::int64_t start_ns) {
   start_ns_ = start_ns;
 }
 
-double SampleSequencer::residual(std::uint64_t end_index, std::int64_t arrival_ns) const {
-  return static_cast<double>(arrival_ns - t0_) * 1e-9 * cfg_.rate_hz -
-         static_cast<double>(end_index);
-}
-
 bool SampleSequencer::dropped_plausible(std::uint64_t end_index, std::int64_t arrival_ns) const {
   // The device cannot have dropped samples it has not taken yet: with them counted, the packet
   // must not end ahead of elapsed time x rate. The slack covers host jitter and clock error.
   const double slack = 2.0 * wrap_samples() + 0.05 * cfg_.rate_hz;
-  if (have_t0_) {
-    double fl = std::min(floor(), 0.0);
-    return residual(end_index, arrival_ns) >= fl - slack;
+  if (wrap_.inference().has_origin()) {
+    double fl = std::min(wrap_.inference().floor(), 0.0);
+    return wrap_.inference().residual(end_index, arrival_ns) >= fl - slack;
   }
   if (have_start_) {
     double produced = static_cast<double>(arrival_ns - start_ns_) * 1e-9 * cfg_.rate_hz;
@@ -701,33 +696,15 @@ bool SampleSequencer::dropped_plausible(std::uint64_t end_index, std::int64_t ar
   return true;
 }
 
-void SampleSequencer::floor_push(std::int64_t t, double r) {
-  while (floor_q_.size() > floor_head_ && floor_q_.back().second >= r)
-    floor_q_.pop_back();
-  floor_q_.emplace_back(t, r);
-  while (floor_q_.size() - floor_head_ > 1 &&
-         floor_q_[floor_head_].first < t - cfg_.floor_window_ns)
-    ++floor_head_;
-  if (floor_head_ > 1024 && floor_head_ * 2 > floor_q_.size()) {
-    floor_q_.erase(floor_q_.begin(), floor_q_.begin() + static_cast<std::ptrdiff_t>(floor_head_));
-    floor_head_ = 0;
-  }
-}
-
-double SampleSequencer::floor() const {
-  if (floor_q_.size() == floor_head_) return std::numeric_limits<double>::infinity();
-  return floor_q_[floor_head_].second;
-}
-
 void SampleSequencer::push(std::uint8_t counter, std::uint16_t dropped, std::uint8_t slots,
-                           std::int64_t arrival_ns, std::uint32_t tag) {
-  ++counters_.packets;
+                           std::int64_t arrival_ns, std::uint32_t tag, bool caught_up) {
+  ++seq_counters_.packets;
   if (have_counter_) {
     unsigned gap = (counter - last_counter_ - 1u) & 0x0Fu;
     if (gap > 0) {
-      ++counters_.counter_gaps;
+      ++seq_counters_.counter_gaps;
       std::uint64_t lost = std::uint64_t{gap} * nominal_slots();
-      counters_.counter_lost += lost;
+      seq_counters_.counter_lost += lost;
       pending_counter_lost_ += lost;
     }
   }
@@ -743,10 +720,10 @@ void SampleSequencer::push(std::uint8_t counter, std::uint16_t dropped, std::uin
     std::uint64_t end =
         next_index_ + pending_counter_lost_ + pending_device_dropped_ + delta + slots;
     if (dropped_plausible(end, arrival_ns)) {
-      counters_.device_dropped += delta;
+      seq_counters_.device_dropped += delta;
       pending_device_dropped_ += delta;
     } else {
-      ++counters_.dropped_implausible;
+      ++seq_counters_.dropped_implausible;
     }
   }
   if (slots == 0) return;
@@ -761,65 +738,14 @@ void SampleSequencer::push(std::uint8_t counter, std::uint16_t dropped, std::uin
   pending_counter_lost_ = pending_device_dropped_ = 0;
   next_index_ = p.first_index + slots;
   max_slots_ = std::max(max_slots_, std::min<std::uint8_t>(slots, kMaxSamplesPerPacket));
-  if (!have_t0_) {
-    // The first packet's samples were taken before it arrived.
-    have_t0_ = true;
-    t0_ = arrival_ns -
-          static_cast<std::int64_t>(static_cast<double>(next_index_) / cfg_.rate_hz * 1e9);
-  }
-  const double r = residual(next_index_, arrival_ns);
-  if (!cfg_.infer_wraps) {
-    ready_.push_back(p);
-    return;
-  }
-  if (held_.empty() && !(r - floor() > 0.5 * wrap_samples())) {
-    ready_.push_back(p);
-    floor_push(arrival_ns, r);
-    return;
-  }
-  held_.push_back(Held{p, arrival_ns, r});
-  decide(false);
+  wrap_.push(p, next_index_, arrival_ns,
+             WrapEvidence{p.lost_before > 0, caught_up, wrap_samples()});
 }
 
-void SampleSequencer::commit_front(std::size_t count, std::uint64_t shift) {
-  for (std::size_t i = 0; i < count; ++i) {
-    Held& h = held_[i];
-    h.p.first_index += shift;
-    ready_.push_back(h.p);
-    floor_push(h.arrival_ns, h.residual - static_cast<double>(shift));
-  }
-  held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(count));
-}
-
-void SampleSequencer::decide(bool at_end) {
-  if (held_.empty()) return;
-  const double fl = floor();
-  const double wrap = wrap_samples();
-  if (held_.back().residual - fl <= 0.5 * wrap) {
-    // Back down to the latency floor: the raised packets were a late burst after a host stall.
-    ++counters_.stalls_absorbed;
-    commit_front(held_.size(), 0);
-    return;
-  }
-  if (!at_end && held_.back().arrival_ns - held_.front().arrival_ns < cfg_.settle_ns) return;
-
-  double held_min = held_.front().residual;
-  for (const auto& h : held_)
-    held_min = std::min(held_min, h.residual);
-  const auto k = static_cast<std::uint64_t>(
-      std::max(0.0, std::floor((held_min - fl) / wrap + (1.0 - cfg_.wrap_threshold))));
-  if (k == 0) {
-    ++counters_.stalls_absorbed;
-    commit_front(held_.size(), 0);
-    return;
-  }
-  const auto shift = static_cast<std::uint64_t>(static_cast<double>(k) * wrap);
-  ++counters_.wrap_gaps;
-  counters_.wrap_lost += shift;
-  held_.front().p.lost_before += shift;
-  held_.front().p.wrap_lost = shift;
-  next_index_ += shift;
-  commit_front(held_.size(), shift);
+SequenceCounters SampleSequencer::counters() const {
+  SequenceCounters c = seq_counters_;
+  static_cast<WrapCounters&>(c) = wrap_.inference().counters();
+  return c;
 }
 
 }  // namespace meltrig::fw::hvpm

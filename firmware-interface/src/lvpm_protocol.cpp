@@ -411,38 +411,15 @@ std::uint16_t quantize_voltage(double volts, std::uint8_t hardware_revision) {
 
 // --- sequencing --------------------------------------------------------------------------------
 
-double SampleSequencer::residual(std::uint64_t end_index, std::int64_t arrival_ns) const {
-  return static_cast<double>(arrival_ns - t0_) * 1e-9 * cfg_.rate_hz -
-         static_cast<double>(end_index);
-}
-
-void SampleSequencer::floor_push(std::int64_t t, double r) {
-  while (floor_q_.size() > floor_head_ && floor_q_.back().second >= r)
-    floor_q_.pop_back();
-  floor_q_.emplace_back(t, r);
-  while (floor_q_.size() - floor_head_ > 1 &&
-         floor_q_[floor_head_].first < t - cfg_.floor_window_ns)
-    ++floor_head_;
-  if (floor_head_ > 1024 && floor_head_ * 2 > floor_q_.size()) {
-    floor_q_.erase(floor_q_.begin(), floor_q_.begin() + static_cast<std::ptrdiff_t>(floor_head_));
-    floor_head_ = 0;
-  }
-}
-
-double SampleSequencer::floor() const {
-  if (floor_q_.size() == floor_head_) return std::numeric_limits<double>::infinity();
-  return floor_q_[floor_head_].second;
-}
-
 void SampleSequencer::push(std::uint8_t seq, bool is_data, std::uint8_t n, std::int64_t arrival_ns,
-                           std::uint32_t tag) {
-  ++counters_.packets;
+                           std::uint32_t tag, bool caught_up) {
+  ++seq_counters_.packets;
   if (have_seq_) {
     unsigned gap = (seq - last_seq_ - 1u) & 0x0Fu;
     if (gap > 0) {
-      ++counters_.sequence_gaps;
+      ++seq_counters_.sequence_gaps;
       std::uint64_t lost = std::uint64_t{gap} * (last_n_ ? last_n_ : n);
-      counters_.sequence_lost += lost;
+      seq_counters_.sequence_lost += lost;
       pending_lost_ += lost;
     }
   }
@@ -450,12 +427,6 @@ void SampleSequencer::push(std::uint8_t seq, bool is_data, std::uint8_t n, std::
   last_seq_ = seq & 0x0F;
   if (!is_data) return;
 
-  if (!have_t0_) {
-    have_t0_ = true;
-    t0_ = arrival_ns;
-    // The first packet's samples were taken before it arrived.
-    t0_ -= static_cast<std::int64_t>(n / cfg_.rate_hz * 1e9);
-  }
   PlacedPacket p;
   p.first_index = next_index_ + pending_lost_;
   p.lost_before = pending_lost_;
@@ -465,58 +436,14 @@ void SampleSequencer::push(std::uint8_t seq, bool is_data, std::uint8_t n, std::
   pending_lost_ = 0;
   next_index_ = p.first_index + n;
   last_n_ = n;
-  double r = residual(next_index_, arrival_ns);
-
-  double wrap = 16.0 * std::max<std::uint8_t>(n, 1);
-  if (held_.empty() && (!cfg_.infer_wraps || !(r - floor() > 0.5 * wrap))) {
-    ready_.push_back(p);
-    floor_push(arrival_ns, r);
-    return;
-  }
-  held_.push_back(Held{p, arrival_ns, r});
-  decide(false);
+  const WrapEvidence ev{p.lost_by_sequence, caught_up, 16.0 * std::max<std::uint8_t>(n, 1)};
+  wrap_.push(p, next_index_, arrival_ns, ev);
 }
 
-void SampleSequencer::commit_front(std::size_t count, std::uint64_t shift) {
-  for (std::size_t i = 0; i < count; ++i) {
-    Held& h = held_[i];
-    h.p.first_index += shift;
-    ready_.push_back(h.p);
-    floor_push(h.arrival_ns, h.residual - static_cast<double>(shift));
-  }
-  held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(count));
-}
-
-void SampleSequencer::decide(bool at_end) {
-  if (held_.empty()) return;
-  const double fl = floor();
-  const double wrap = 16.0 * std::max<std::uint8_t>(held_.back().p.n, 1);
-  if (held_.back().residual - fl <= 0.5 * wrap) {
-    // Back down to the latency floor: the elevated packets were a late burst after a host stall.
-    ++counters_.stalls_absorbed;
-    commit_front(held_.size(), 0);
-    return;
-  }
-  if (!at_end && held_.back().arrival_ns - held_.front().arrival_ns < cfg_.settle_ns) return;
-
-  double held_min = held_.front().residual;
-  for (const auto& h : held_)
-    held_min = std::min(held_min, h.residual);
-  double excess = held_min - fl;
-  auto k = static_cast<std::uint64_t>(
-      std::max(0.0, std::floor(excess / wrap + (1.0 - cfg_.wrap_threshold))));
-  if (k == 0) {
-    ++counters_.stalls_absorbed;
-    commit_front(held_.size(), 0);
-    return;
-  }
-  auto shift = static_cast<std::uint64_t>(static_cast<double>(k) * wrap);
-  ++counters_.wrap_gaps;
-  counters_.wrap_lost += shift;
-  held_.front().p.lost_before += shift;
-  held_.front().p.wrap_lost = shift;
-  next_index_ += shift;
-  commit_front(held_.size(), shift);
+SequenceCounters SampleSequencer::counters() const {
+  SequenceCounters c = seq_counters_;
+  static_cast<WrapCounters&>(c) = wrap_.inference().counters();
+  return c;
 }
 
 }  // namespace meltrig::fw::lvpm

@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <ctime>
@@ -275,6 +276,14 @@ struct Ending {
   std::string reason;
 };
 
+/// A driver may hold data for up to its loss inference's 10 s horizon and release it at once:
+/// unless told, the ring holds 20 s of samples (256..1024 blocks) so such a burst is not dropped.
+std::size_t ring_slots(const CaptureOptions& opt, const MonitorInfo& info) {
+  if (opt.ring_blocks) return *opt.ring_blocks;
+  const auto horizon_blocks = static_cast<std::size_t>(20.0 * info.nominal_rate_hz / kBlockSamples);
+  return std::clamp<std::size_t>(horizon_blocks, 256, 1024);
+}
+
 /// One running capture: the reader, writer and supervisor steps over shared state.
 class Capture {
  public:
@@ -284,7 +293,8 @@ class Capture {
         info_(info),
         opt_(opt),
         writer_(std::move(writer)),
-        pipe_(opt.ring_blocks, *opt.clock, std::move(slots), opt.wait_when_full || info.can_wait),
+        pipe_(ring_slots(opt, info), *opt.clock, std::move(slots),
+              opt.wait_when_full || info.can_wait),
         cur_slot_(pipe_.slots_.slots.at(static_cast<std::size_t>(info.current_channel)).second),
         volt_slot_(info.voltage_channel < 0
                        ? -1

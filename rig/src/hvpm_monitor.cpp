@@ -365,7 +365,8 @@ Result<void> HvpmMonitor::start() {
   return send(hv::start_sampling(opt_.calibration_interval_ms, hv::kUnlimitedSamples));
 }
 
-void HvpmMonitor::on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns) {
+void HvpmMonitor::on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns,
+                            bool caught_up) {
   const std::uint64_t number = packets_read_++;
   hv::PacketHeader h;
   std::array<hv::RawSample, hv::kMaxSamplesPerPacket> s{};
@@ -404,7 +405,7 @@ void HvpmMonitor::on_packet(std::span<const std::uint8_t> packet, std::int64_t a
   // Whether the calibration was complete when the packet arrived (in stream order), decided now:
   // the sequencer may hold the packet while later calibration samples come in.
   slots.calibrated = calibrator_->calibrated();
-  sequencer_->push(h.counter(), h.dropped, slots.n, arrival_ns, next_tag_);
+  sequencer_->push(h.counter(), h.dropped, slots.n, arrival_ns, next_tag_, caught_up);
   if (slots.n) {
     waiting_.push_back(slots);
     ++next_tag_;
@@ -451,7 +452,10 @@ void HvpmMonitor::release(SampleSink& sink) {
     const std::uint64_t first = p.first_index - p.lost_before;
     const std::uint64_t missing = p.counter_lost + p.device_dropped;
     if (missing) sink.gap({first, missing, GapKind::missing});
-    if (p.wrap_lost) sink.gap({first + missing, p.wrap_lost, GapKind::missing_wrapped});
+    if (p.wrap_lost) {
+      sink.gap({first + missing, p.wrap_lost,
+                p.wrap_inferred ? GapKind::inferred : GapKind::missing_wrapped});
+    }
   };
   sequencer_->drain([&](const hv::PlacedPacket& placed) {
     assert(!waiting_.empty());
@@ -481,15 +485,21 @@ void HvpmMonitor::note_uncalibrated(std::uint64_t n) {
 
 Result<void> HvpmMonitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {
   if (!sequencer_) return make_error(Errc::invalid_argument, "HVPM: poll() before start()");
+  auto r = read_into_sequencer(sink, timeout);
+  if (!r && r.error().code != Errc::timeout) return r;
+  return {};
+}
+
+Result<void> HvpmMonitor::read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout) {
+  const std::int64_t called = opt_.clock->now_ns();
   auto n = read_bulk(timeout);
-  if (!n) {
-    if (n.error().code != Errc::timeout) return n.error();
-    return {};
-  }
+  if (!n) return n.error();
   const std::int64_t arrival = opt_.clock->now_ns();
+  // A read that returns at once found data queued (a backlog); one that waited measures the device.
+  const bool caught_up = arrival - called >= fw::kCaughtUpWaitNs;
   for (std::size_t off = 0; off < *n; off += hv::kPacketSize) {
     on_packet(std::span<const std::uint8_t>(buf_.data() + off, std::min(hv::kPacketSize, *n - off)),
-              arrival);
+              arrival, caught_up);
   }
   release(sink);
   return {};
@@ -502,18 +512,11 @@ Result<void> HvpmMonitor::stop(SampleSink& sink) {
     // Drain what is in flight: read until quiet for 200 ms (at most 3 s).
     const std::int64_t limit = opt_.clock->now_ns() + 3'000'000'000;
     while (result.ok() && opt_.clock->now_ns() < limit) {
-      auto n = read_bulk(std::chrono::milliseconds(200));
-      if (!n) {
-        if (n.error().code != Errc::timeout) result = n.error();
+      auto r = read_into_sequencer(sink, std::chrono::milliseconds(200));
+      if (!r) {
+        if (r.error().code != Errc::timeout) result = r;
         break;
       }
-      const std::int64_t arrival = opt_.clock->now_ns();
-      for (std::size_t off = 0; off < *n; off += hv::kPacketSize) {
-        on_packet(
-            std::span<const std::uint8_t>(buf_.data() + off, std::min(hv::kPacketSize, *n - off)),
-            arrival);
-      }
-      release(sink);
     }
   }
   if (sequencer_) {
@@ -531,21 +534,22 @@ void HvpmMonitor::close() {
 
 std::vector<Counter> HvpmMonitor::counters() const {
   hv::SequenceCounters s = sequencer_ ? sequencer_->counters() : hv::SequenceCounters{};
-  return {
-      {"missing_samples",
-       s.counter_lost + s.device_dropped + s.wrap_lost + uncalibrated_samples_ + invalid_samples_},
+  std::vector<Counter> out = {
+      {"missing_samples", s.counter_lost + s.device_dropped + s.wrap_lost + s.inferred_lost +
+                              uncalibrated_samples_ + invalid_samples_},
       {"device_dropped_samples", s.device_dropped},
       {"counter_gaps", s.counter_gaps},
       {"counter_lost_samples", s.counter_lost},
-      {"wrap_gaps", s.wrap_gaps},
-      {"wrap_lost_samples", s.wrap_lost},
-      {"stalls_absorbed", s.stalls_absorbed},
-      {"invalid_samples", invalid_samples_},
-      {"uncalibrated_samples", uncalibrated_samples_},
-      {"duplicate_samples", duplicate_samples_},
-      {"invalid_packets", invalid_packets_},
-      {"dropped_count_implausible", s.dropped_implausible},
   };
+  append_wrap_counters(out, s);
+  out.insert(out.end(), {
+                            {"invalid_samples", invalid_samples_},
+                            {"uncalibrated_samples", uncalibrated_samples_},
+                            {"duplicate_samples", duplicate_samples_},
+                            {"invalid_packets", invalid_packets_},
+                            {"dropped_count_implausible", s.dropped_implausible},
+                        });
+  return out;
 }
 
 }  // namespace meltrig::rig

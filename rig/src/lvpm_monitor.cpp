@@ -178,7 +178,8 @@ Result<void> LvpmMonitor::start() {
   return send(lv::cmd_start_sampling());
 }
 
-void LvpmMonitor::on_payload(std::span<const std::uint8_t> payload, std::int64_t arrival_ns) {
+void LvpmMonitor::on_payload(std::span<const std::uint8_t> payload, std::int64_t arrival_ns,
+                             bool caught_up) {
   if (lv::is_status_packet(payload)) {
     if (auto s = lv::parse_status(payload)) status_ = *s;
     return;
@@ -203,7 +204,7 @@ void LvpmMonitor::on_payload(std::span<const std::uint8_t> payload, std::int64_t
     calibrator_.add(*p);
   }
   if (is_data && p->n == 0) is_data = false;  // carries no samples: nothing to place
-  sequencer_->push(p->seq, is_data, p->n, arrival_ns, next_tag_);
+  sequencer_->push(p->seq, is_data, p->n, arrival_ns, next_tag_, caught_up);
   if (is_data) {
     packets_.push_back(*p);
     ++next_tag_;
@@ -238,7 +239,10 @@ void LvpmMonitor::release(SampleSink& sink) {
       std::uint64_t first = placed.first_index - placed.lost_before;
       std::uint64_t by_seq = placed.lost_before - placed.wrap_lost;
       if (by_seq) sink.gap({first, by_seq, GapKind::missing});
-      if (placed.wrap_lost) sink.gap({first + by_seq, placed.wrap_lost, GapKind::missing_wrapped});
+      if (placed.wrap_lost) {
+        sink.gap({first + by_seq, placed.wrap_lost,
+                  placed.wrap_inferred ? GapKind::inferred : GapKind::missing_wrapped});
+      }
     }
     if (!calibrator_.ready()) {
       uncalibrated_.emplace_back(placed, p);
@@ -260,15 +264,23 @@ void LvpmMonitor::release(SampleSink& sink) {
 Result<void> LvpmMonitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {
   if (!port_ || !sequencer_)
     return make_error(Errc::invalid_argument, "LVPM: poll() before start()");
+  auto r = read_into_sequencer(sink, timeout);
+  if (!r && r.error().code != Errc::timeout) return r;
+  return {};
+}
+
+Result<void> LvpmMonitor::read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout) {
   std::array<std::uint8_t, 4096> buf{};
+  const std::int64_t called = opt_.clock->now_ns();
   auto n = port_->read_some(buf, timeout);
-  if (!n) {
-    if (n.error().code != Errc::timeout) return n.error();
-    return {};
-  }
-  std::int64_t arrival = opt_.clock->now_ns();
-  decoder_.feed(std::span(buf.data(), *n),
-                [&](std::span<const std::uint8_t> payload) { on_payload(payload, arrival); });
+  if (!n) return n.error();
+  const std::int64_t arrival = opt_.clock->now_ns();
+  // A read that returns at once found data queued: its arrival time measures the host's backlog,
+  // not the device. One that had to wait measures the device (plus wake-up latency).
+  const bool caught_up = arrival - called >= fw::kCaughtUpWaitNs;
+  decoder_.feed(std::span(buf.data(), *n), [&](std::span<const std::uint8_t> payload) {
+    on_payload(payload, arrival, caught_up);
+  });
   release(sink);
   return {};
 }
@@ -280,16 +292,11 @@ Result<void> LvpmMonitor::stop(SampleSink& sink) {
     // Drain what is in flight: read until the line is quiet for 200 ms (at most 3 s).
     const std::int64_t limit = opt_.clock->now_ns() + 3'000'000'000;
     while (result.ok() && opt_.clock->now_ns() < limit) {
-      std::array<std::uint8_t, 4096> buf{};
-      auto n = port_->read_some(buf, std::chrono::milliseconds(200));
-      if (!n) {
-        if (n.error().code != Errc::timeout) result = n.error();
+      auto r = read_into_sequencer(sink, std::chrono::milliseconds(200));
+      if (!r) {
+        if (r.error().code != Errc::timeout) result = r;
         break;
       }
-      std::int64_t arrival = opt_.clock->now_ns();
-      decoder_.feed(std::span(buf.data(), *n),
-                    [&](std::span<const std::uint8_t> payload) { on_payload(payload, arrival); });
-      release(sink);
     }
   }
   if (sequencer_) {
@@ -306,22 +313,23 @@ void LvpmMonitor::close() {
 std::vector<Counter> LvpmMonitor::counters() const {
   const auto& f = decoder_.counters();
   lv::SequenceCounters s = sequencer_ ? sequencer_->counters() : lv::SequenceCounters{};
-  return {
-      {"missing_samples", s.sequence_lost + s.wrap_lost + uncalibrated_samples_},
+  std::vector<Counter> out = {
+      {"missing_samples", s.sequence_lost + s.wrap_lost + s.inferred_lost + uncalibrated_samples_},
       {"sequence_gaps", s.sequence_gaps},
       {"sequence_lost_samples", s.sequence_lost},
-      {"wrap_gaps", s.wrap_gaps},
-      {"wrap_lost_samples", s.wrap_lost},
-      {"stalls_absorbed", s.stalls_absorbed},
-      {"uncalibrated_samples", uncalibrated_samples_},
-      {"voltage_clipped_samples", voltage_clipped_samples_},
-      {"duplicate_samples", duplicate_samples_},
-      {"discarded_bytes", f.discarded_bytes},
-      {"checksum_errors", f.checksum_errors},
-      {"implausible_frames", f.implausible},
-      {"empty_frames", f.empty_frames},
-      {"unexpected_packets", unexpected_packets_},
   };
+  append_wrap_counters(out, s);
+  out.insert(out.end(), {
+                            {"uncalibrated_samples", uncalibrated_samples_},
+                            {"voltage_clipped_samples", voltage_clipped_samples_},
+                            {"duplicate_samples", duplicate_samples_},
+                            {"discarded_bytes", f.discarded_bytes},
+                            {"checksum_errors", f.checksum_errors},
+                            {"implausible_frames", f.implausible},
+                            {"empty_frames", f.empty_frames},
+                            {"unexpected_packets", unexpected_packets_},
+                        });
+  return out;
 }
 
 }  // namespace meltrig::rig

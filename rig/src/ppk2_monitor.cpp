@@ -20,8 +20,6 @@ std::shared_ptr<spdlog::logger> log() {
 }
 
 constexpr std::size_t kReadBytes = 16384;
-// A read that took this long waited for its data (one that finds data queued takes microseconds).
-constexpr std::int64_t kWaitedNs = 50'000;
 
 bool contains_ppk2(const std::string& s) {
   return s.find("PPK2") != std::string::npos;
@@ -232,11 +230,11 @@ void Ppk2Monitor::decode(std::span<const std::uint8_t> bytes, std::int64_t arriv
   c.end = decoder_->next_index();
   const bool gap = std::any_of(c.items.begin(), c.items.end(),
                                [](const Item& it) { return it.kind == Item::Kind::missing; });
-  wrap_->push(c.end, arrival_ns, next_tag_++, gap, caught_up);
+  wrap_->push(c.end, arrival_ns, next_tag_++, fw::WrapEvidence{gap, caught_up, 0.0});
   chunks_.push_back(std::move(c));
 }
 
-void Ppk2Monitor::emit(SampleSink& sink, const Chunk& c, const pp::PlacedChunk& placed) {
+void Ppk2Monitor::emit(SampleSink& sink, const Chunk& c, const fw::WrapPlacement& placed) {
   // The elapsed-time check cannot say where in the chunk a whole-wrap loss happened: put it
   // right after the chunk's first counter gap (the loss event the counter did see), else at the
   // chunk's start.
@@ -254,7 +252,8 @@ void Ppk2Monitor::emit(SampleSink& sink, const Chunk& c, const pp::PlacedChunk& 
     if (placed.wrap_lost && k == wrap_at) {
       const std::uint64_t at =
           (k < c.items.size() ? c.items[k].index : c.items[k - 1].index + c.items[k - 1].count);
-      sink.gap({at + off, placed.wrap_lost, GapKind::missing_wrapped});
+      sink.gap({at + off, placed.wrap_lost,
+                placed.inferred ? GapKind::inferred : GapKind::missing_wrapped});
       off += placed.wrap_lost;
     }
     if (k == c.items.size()) break;
@@ -278,7 +277,7 @@ void Ppk2Monitor::emit(SampleSink& sink, const Chunk& c, const pp::PlacedChunk& 
 }
 
 void Ppk2Monitor::release(SampleSink& sink) {
-  wrap_->drain([&](const pp::PlacedChunk& placed) {
+  wrap_->drain([&](const fw::WrapPlacement& placed) {
     assert(!chunks_.empty() && placed.tag == front_tag_);
     emit(sink, chunks_.front(), placed);
     spare_.push_back(std::move(chunks_.front()));
@@ -296,7 +295,7 @@ Result<void> Ppk2Monitor::read_into_chunk(SampleSink& sink, std::chrono::millise
   last_arrival_ns_ = opt_.clock->now_ns();
   // A read that returns at once found data queued: its arrival time measures the host's backlog,
   // not the device. One that had to wait measures the device (plus wake-up latency).
-  const bool caught_up = last_arrival_ns_ - called >= kWaitedNs;
+  const bool caught_up = last_arrival_ns_ - called >= fw::kCaughtUpWaitNs;
   decode(std::span(read_buf_.data(), *n), last_arrival_ns_, false, caught_up);
   release(sink);
   return {};
@@ -338,22 +337,23 @@ void Ppk2Monitor::close() {
 
 std::vector<Counter> Ppk2Monitor::counters() const {
   const pp::DecoderCounters d = decoder_ ? decoder_->counters() : pp::DecoderCounters{};
-  const pp::WrapCounters w = wrap_ ? wrap_->counters() : pp::WrapCounters{};
-  return {
-      {"missing_samples", d.missing_samples + w.wrap_lost},
+  const fw::WrapCounters w = wrap_ ? wrap_->counters() : fw::WrapCounters{};
+  std::vector<Counter> out = {
+      {"missing_samples", d.missing_samples + w.wrap_lost + w.inferred_lost},
       {"counter_gaps", d.counter_gaps},
       {"counter_lost_samples", d.missing_samples},
-      {"wrap_gaps", w.wrap_gaps},
-      {"wrap_lost_samples", w.wrap_lost},
-      {"stalls_absorbed", w.stalls_absorbed},
-      {"corrupted_counters", d.corrupted_counters},
-      {"duplicate_samples", d.duplicate_samples},
-      {"invalid_range_samples", d.invalid_range},
-      {"discarded_bytes", d.discarded_bytes},
-      {"resyncs", d.resyncs},
-      {"overlap_words", d.overlap_words},
-      {"metadata_discarded_bytes", metadata_discarded_bytes_},
   };
+  append_wrap_counters(out, w);
+  out.insert(out.end(), {
+                            {"corrupted_counters", d.corrupted_counters},
+                            {"duplicate_samples", d.duplicate_samples},
+                            {"invalid_range_samples", d.invalid_range},
+                            {"discarded_bytes", d.discarded_bytes},
+                            {"resyncs", d.resyncs},
+                            {"overlap_words", d.overlap_words},
+                            {"metadata_discarded_bytes", metadata_discarded_bytes_},
+                        });
+  return out;
 }
 
 }  // namespace meltrig::rig

@@ -25,12 +25,16 @@ enum class GapKind : std::uint8_t {
   ring_overflow = 3,      ///< dropped because the host ring buffer was full
   resync = 4,             ///< discarded while resynchronising to the stream
   uncalibrated = 5,       ///< arrived but could not be converted: no calibration was ever seen
+  /// Missing by an undecided elapsed-time inference: the count is the best estimate of whole
+  /// counter wraps lost (a stall could not be ruled out); its uncertainty is in the counters.
+  inferred = 6,
 };
-inline constexpr std::uint8_t kGapKindCount = 6;
+inline constexpr std::uint8_t kGapKindCount = 7;
 
 /// Stable names of the gap kinds, index = value.
 inline constexpr const char* kGapKindNames[kGapKindCount] = {
-    "missing", "missing_wrapped", "duplicate_dropped", "ring_overflow", "resync", "uncalibrated"};
+    "missing", "missing_wrapped", "duplicate_dropped", "ring_overflow",
+    "resync",  "uncalibrated",    "inferred"};
 
 /// Element type of a sample channel.
 enum class SampleType : std::uint8_t { f32, u8 };

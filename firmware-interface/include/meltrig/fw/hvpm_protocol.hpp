@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "meltrig/fw/result.hpp"
+#include "meltrig/fw/wrap_inference.hpp"
 
 namespace meltrig::fw::hvpm {
 
@@ -391,20 +392,20 @@ struct PlacedPacket {
   std::uint64_t lost_before = 0;     ///< samples missing right before it (sum of the three below)
   std::uint64_t counter_lost = 0;    ///< from gaps of the packet counter
   std::uint64_t device_dropped = 0;  ///< from the device's dropped-sample count
-  std::uint64_t wrap_lost = 0;       ///< inferred from elapsed time (16-packet counter wraps)
-  std::uint32_t tag = 0;             ///< the caller's handle for the packet
-  std::uint8_t slots = 0;            ///< sample slots the packet fills
+  /// Placed from elapsed time (16-packet counter wraps); see fw::WrapPlacement.
+  std::uint64_t wrap_lost = 0;
+  bool wrap_inferred = false;          ///< wrap_lost is an undecided estimate (`inferred` gap)
+  std::uint64_t wrap_uncertainty = 0;  ///< for an inferred estimate: +- samples
+  std::uint32_t tag = 0;               ///< the caller's handle for the packet
+  std::uint8_t slots = 0;              ///< sample slots the packet fills
 };
 
-/// Counters of the sequencer.
-struct SequenceCounters {
+/// Counters of the sequencer: the elapsed-time inference's plus the counter's and the device's.
+struct SequenceCounters : WrapCounters {
   std::uint64_t packets = 0;
-  std::uint64_t counter_gaps = 0;     ///< gap events seen by the 4-bit counter
-  std::uint64_t counter_lost = 0;     ///< samples presumed lost in those
-  std::uint64_t device_dropped = 0;   ///< samples the device reported it could not deliver
-  std::uint64_t wrap_gaps = 0;        ///< gaps of 16+ packets found from elapsed time
-  std::uint64_t wrap_lost = 0;        ///< samples lost in those
-  std::uint64_t stalls_absorbed = 0;  ///< late bursts that turned out to be host stalls
+  std::uint64_t counter_gaps = 0;    ///< gap events seen by the 4-bit counter
+  std::uint64_t counter_lost = 0;    ///< samples presumed lost in those
+  std::uint64_t device_dropped = 0;  ///< samples the device reported it could not deliver
   /// Dropped-count increases that would put samples ahead of the clock (a wrong byte order or a
   /// per-packet rather than cumulative count would do that): ignored, counted here.
   std::uint64_t dropped_implausible = 0;
@@ -418,64 +419,46 @@ struct SequenceCounters {
 ///   future (ahead of elapsed time x rate) is implausible and ignored (and counted).
 /// - gaps of the 4-bit packet counter: packets that left the device and never arrived; each is
 ///   counted as the nominal samples per packet (the most seen in one packet so far).
-/// - counter wraps (16 or more packets lost): invisible to the counter, found as LVPM's
-///   SampleSequencer finds them: residual = elapsed * rate - end_index; its sliding minimum is
-///   the latency floor; a packet more than half a wrap above the floor is held until later
-///   packets come back down (a host stall: no loss) or it stays up for `settle_ns` (whole wraps
-///   lost: the held packets move up by that many samples).
+/// - counter wraps (16 or more packets lost): invisible to the counter, found by the shared
+///   fw::WrapInference (one wrap = 16 nominal packets; a counter gap or a dropped-count increase
+///   is the evidence of a loss nearby).
 /// Calibration samples occupy no slot (packets of calibration samples only have slots = 0 and are
 /// followed for the counter and the dropped count); invalid samples (type 0x20) do occupy their
 /// slot. Known limit: a lost packet that held calibration samples is counted as a full packet of
 /// missing samples. Pure and deterministic: the caller passes arrival times (host steady clock).
 class SampleSequencer {
  public:
-  /// Rates and time constants of the sequencer.
-  struct Config {
-    double rate_hz = kNominalRateHz;
-    std::int64_t settle_ns = 1'000'000'000;        ///< how long an elevated residual must persist
-    std::int64_t floor_window_ns = 3'000'000'000;  ///< sliding window of the latency floor
-    double wrap_threshold = 0.75;                  ///< fraction of a wrap that counts as one
-    /// Infer counter wraps from elapsed time. Off for runs on an accelerated virtual clock,
-    /// where host jitter times the speed-up exceeds a wrap's duration.
-    bool infer_wraps = true;
-    /// Samples per packet assumed for lost packets until a packet has shown the real number.
+  /// The inference's tuning plus the samples per packet assumed before one has been seen.
+  struct Config : WrapConfig {
     std::uint8_t nominal_slots = kMaxSamplesPerPacket;
   };
-  explicit SampleSequencer(Config cfg) : cfg_(cfg) {}
+  explicit SampleSequencer(Config cfg) : cfg_(cfg), wrap_(cfg) {}
 
   /// When sampling was started (host steady clock): bounds what the first dropped count can be.
   void begin(std::int64_t start_ns);
   /// Every valid packet, in arrival order; only packets with slots > 0 receive indices.
+  /// `caught_up`: the read that brought it had to wait for data (see kCaughtUpWaitNs).
   void push(std::uint8_t counter, std::uint16_t dropped, std::uint8_t slots,
-            std::int64_t arrival_ns, std::uint32_t tag);
+            std::int64_t arrival_ns, std::uint32_t tag, bool caught_up = true);
   /// Releases packets whose placement is final, in order.
   template <typename OnPlaced>
   void drain(OnPlaced&& on_placed);
   /// At the end of a capture: decides held packets with what is known; drain() then releases all.
-  void finish() { decide(true); }
+  void finish() { wrap_.finish(); }
 
-  const SequenceCounters& counters() const { return counters_; }
+  SequenceCounters counters() const;
   /// Index after the last pushed packet (provisional while packets are held).
-  std::uint64_t next_index() const { return next_index_; }
-  std::size_t held() const { return held_.size(); }
+  std::uint64_t next_index() const { return next_index_ + wrap_.inference().offset(); }
+  std::size_t held() const { return wrap_.inference().held(); }
   /// Samples per packet assumed for a lost packet.
   std::uint8_t nominal_slots() const { return max_slots_ ? max_slots_ : cfg_.nominal_slots; }
 
  private:
-  struct Held {
-    PlacedPacket p;
-    std::int64_t arrival_ns;
-    double residual;
-  };
-  double residual(std::uint64_t end_index, std::int64_t arrival_ns) const;
   double wrap_samples() const { return 16.0 * std::max<std::uint8_t>(nominal_slots(), 1); }
   bool dropped_plausible(std::uint64_t end_index, std::int64_t arrival_ns) const;
-  void decide(bool at_end);
-  void commit_front(std::size_t count, std::uint64_t shift);
-  void floor_push(std::int64_t t, double r);
-  double floor() const;
 
   Config cfg_;
+  PacketWrapInference<PlacedPacket> wrap_;
   bool have_start_ = false;
   std::int64_t start_ns_ = 0;
   bool have_counter_ = false;
@@ -483,23 +466,15 @@ class SampleSequencer {
   bool have_dropped_ = false;
   std::uint16_t last_dropped_ = 0;
   std::uint8_t max_slots_ = 0;
-  bool have_t0_ = false;
-  std::int64_t t0_ = 0;
-  std::uint64_t next_index_ = 0;
+  std::uint64_t next_index_ = 0;  ///< index after the last pushed packet, before wraps
   std::uint64_t pending_counter_lost_ = 0;
   std::uint64_t pending_device_dropped_ = 0;
-  std::vector<Held> held_;
-  std::vector<PlacedPacket> ready_;
-  std::vector<std::pair<std::int64_t, double>> floor_q_;  ///< monotone deque for the sliding min
-  std::size_t floor_head_ = 0;
-  SequenceCounters counters_;
+  SequenceCounters seq_counters_;
 };
 
 template <typename OnPlaced>
 void SampleSequencer::drain(OnPlaced&& on_placed) {
-  for (const auto& p : ready_)
-    on_placed(p);
-  ready_.clear();
+  wrap_.drain(on_placed);
 }
 
 }  // namespace meltrig::fw::hvpm

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "meltrig/fw/result.hpp"
+#include "meltrig/fw/wrap_inference.hpp"
 
 namespace meltrig::fw::lvpm {
 
@@ -297,94 +298,66 @@ std::int16_t quantize_current(double amps, const CalibrationValues& cal,
 std::uint16_t quantize_voltage(double volts, std::uint8_t hardware_revision);
 
 // ---------------------------------------------------------------------------------------------
-// Loss accounting: the 4-bit sequence plus a cross-check of sample count against elapsed time.
+// Loss accounting: the 4-bit sequence plus the shared elapsed-time inference (wrap_inference.hpp).
 
 /// A data packet's place in the sample index space, decided by the SampleSequencer.
 struct PlacedPacket {
   std::uint64_t first_index = 0;  ///< sample index of the packet's first sample
   std::uint64_t lost_before = 0;  ///< samples presumed lost right before this packet
   bool lost_by_sequence = false;  ///< the sequence counter showed a gap
-  std::uint64_t wrap_lost =
-      0;                  ///< part of lost_before inferred from elapsed time (16-packet wraps)
-  std::uint32_t tag = 0;  ///< caller's handle for the packet (e.g. a slot in its buffer)
-  std::uint8_t n = 0;     ///< samples in the packet
+  /// Part of lost_before placed from elapsed time (16-packet wraps); see WrapPlacement.
+  std::uint64_t wrap_lost = 0;
+  bool wrap_inferred = false;          ///< wrap_lost is an undecided estimate (an `inferred` gap)
+  std::uint64_t wrap_uncertainty = 0;  ///< for an inferred estimate: +- samples
+  std::uint32_t tag = 0;               ///< caller's handle for the packet (e.g. a buffer slot)
+  std::uint8_t n = 0;                  ///< samples in the packet
 };
 
-/// Counters of the sequencer.
-struct SequenceCounters {
+/// Counters of the sequencer: the elapsed-time inference's plus the sequence counter's.
+struct SequenceCounters : WrapCounters {
   std::uint64_t packets = 0;
-  std::uint64_t sequence_gaps = 0;    ///< gap events seen by the 4-bit counter
-  std::uint64_t sequence_lost = 0;    ///< samples presumed lost from sequence gaps
-  std::uint64_t wrap_gaps = 0;        ///< gaps of 16+ packets found from elapsed time
-  std::uint64_t wrap_lost = 0;        ///< samples lost in those
-  std::uint64_t stalls_absorbed = 0;  ///< late bursts that turned out to be host stalls
+  std::uint64_t sequence_gaps = 0;  ///< gap events seen by the 4-bit counter
+  std::uint64_t sequence_lost = 0;  ///< samples presumed lost from sequence gaps
 };
 
 /// Assigns sample indices to data packets. The sequence counter sees gaps of 1..15 packets; a gap
-/// of 16 or more wraps it. To catch those, each packet's arrival time (host steady clock, ns) is
-/// compared with its sample index at the nominal rate: residual = elapsed * rate - end_index. Host
-/// latency only ever delays arrival, so the sliding minimum of the residual is the latency floor.
-/// A packet whose residual sits more than half a wrap above the floor is held: if later packets
-/// come back down it was a host stall (no loss); if the residual stays up for `settle_ns`, whole
-/// wraps of 16 packets were lost and the held packets move up by that many samples. Packets are
-/// released in order through `drain`; a held packet waits at most `settle_ns` of arrivals.
-/// Pure and deterministic: the caller passes arrival times. Assumes packets carry a constant
-/// number of samples (the last seen N is used for lost packets) and that calibration packets do
-/// not advance the sample index; a lost calibration packet is counted as N lost samples.
+/// of 16 or more wraps it, and fw::WrapInference finds those from elapsed time (one wrap is 16
+/// packets of the last seen size; a sequence gap is the counter's evidence of a loss). Packets
+/// are released in order through `drain`. Pure and deterministic: the caller passes arrival
+/// times and whether the read that brought a packet had to wait for it. Assumes packets carry a
+/// constant number of samples (the last seen N is used for lost packets) and that calibration
+/// packets do not advance the sample index; a lost calibration packet is counted as N lost
+/// samples.
 class SampleSequencer {
  public:
-  struct Config {
-    double rate_hz = 5000.0;
-    std::int64_t settle_ns = 1'000'000'000;        ///< how long an elevated residual must persist
-    std::int64_t floor_window_ns = 3'000'000'000;  ///< sliding window of the latency floor
-    double wrap_threshold = 0.75;                  ///< fraction of a wrap that counts as one
-    /// Infer 16-packet wraps from elapsed time. Off for runs on an accelerated virtual clock,
-    /// where host jitter, multiplied by the speed-up, exceeds a wrap's duration.
-    bool infer_wraps = true;
-  };
-  explicit SampleSequencer(Config cfg) : cfg_(cfg) {}
+  using Config = WrapConfig;
+  explicit SampleSequencer(Config cfg) : wrap_(cfg) {}
 
   /// Every sample packet (data or calibration) goes through here in arrival order so the 4-bit
   /// counter is followed. Only data packets receive indices.
   void push(std::uint8_t seq, bool is_data, std::uint8_t n, std::int64_t arrival_ns,
-            std::uint32_t tag);
+            std::uint32_t tag, bool caught_up = true);
   /// Releases packets whose placement is final, in order.
   template <typename OnPlaced>
   void drain(OnPlaced&& on_placed);
   /// At the end of a capture: decides held packets with what is known; drain() then releases
   /// everything.
-  void finish() { decide(true); }
+  void finish() { wrap_.finish(); }
 
-  const SequenceCounters& counters() const { return counters_; }
-  std::uint64_t next_index() const { return next_index_; }
+  SequenceCounters counters() const;
+  /// Index after the last pushed packet (provisional while packets are held).
+  std::uint64_t next_index() const { return next_index_ + wrap_.inference().offset(); }
   /// Number of packets held back, waiting for a decision.
-  std::size_t held() const { return held_.size(); }
+  std::size_t held() const { return wrap_.inference().held(); }
 
  private:
-  struct Held {
-    PlacedPacket p;
-    std::int64_t arrival_ns;
-    double residual;
-  };
-  double residual(std::uint64_t end_index, std::int64_t arrival_ns) const;
-  void decide(bool at_end);
-  void commit_front(std::size_t count, std::uint64_t shift);
-  void floor_push(std::int64_t t, double r);
-  double floor() const;
-
-  Config cfg_;
+  PacketWrapInference<PlacedPacket> wrap_;
   bool have_seq_ = false;
   std::uint8_t last_seq_ = 0;
   std::uint8_t last_n_ = 0;
-  bool have_t0_ = false;
-  std::int64_t t0_ = 0;
-  std::uint64_t next_index_ = 0;    ///< index after the last pushed packet (provisional)
+  std::uint64_t next_index_ = 0;    ///< index after the last pushed packet, before wraps
   std::uint64_t pending_lost_ = 0;  ///< samples lost (by sequence) before the next data packet
-  std::vector<Held> held_;          ///< held packets, oldest first (bounded by settle time)
-  std::vector<PlacedPacket> ready_;
-  std::vector<std::pair<std::int64_t, double>> floor_q_;  ///< monotone deque for sliding min
-  std::size_t floor_head_ = 0;
-  SequenceCounters counters_;
+  SequenceCounters seq_counters_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -434,9 +407,7 @@ void FrameDecoder::feed(std::span<const std::uint8_t> bytes, OnPayload&& on_payl
 
 template <typename OnPlaced>
 void SampleSequencer::drain(OnPlaced&& on_placed) {
-  for (const auto& p : ready_)
-    on_placed(p);
-  ready_.clear();
+  wrap_.drain(on_placed);
 }
 
 }  // namespace meltrig::fw::lvpm

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "meltrig/fw/result.hpp"
+#include "meltrig/fw/wrap_inference.hpp"
 
 namespace meltrig::fw::ppk2 {
 
@@ -342,7 +343,7 @@ struct SampleSpans {
 /// - Otherwise alignment is lost: the words that still match are held and the lock search starts
 ///   after them; the lock then says how many slots there are, and the held words fill them (or
 ///   are dropped as garbage if there are none).
-/// Limits: losses of whole multiples of 64 samples are invisible here (see WrapDetector); words
+/// Limits: losses of whole multiples of 64 samples are invisible here (see wrap_config()); words
 /// before the first lock are dropped; a word with a corrupted counter right before a loss is kept
 /// before the gap, not after it; in an aligned stream a jump back by d is read as a loss of
 /// 64 - d (a real device loses samples but never goes back), so an inserted garbage word whose
@@ -433,97 +434,15 @@ class StreamDecoder {
 // ---------------------------------------------------------------------------------------------
 // Elapsed-time check: losses that wrap the 6-bit counter.
 
-/// Where a chunk of samples ends up once the elapsed-time check has seen it.
-struct PlacedChunk {
-  std::uint32_t tag = 0;        ///< the caller's handle for the chunk
-  std::uint64_t offset = 0;     ///< add to the decoder's indices of samples before the wrap point
-  std::uint64_t wrap_lost = 0;  ///< samples (a multiple of 64) lost inside this chunk, found from
-                                ///< elapsed time; samples from the wrap point on get offset +
-                                ///< wrap_lost
-};
-
-/// Counters of the elapsed-time check.
-struct WrapCounters {
-  std::uint64_t chunks = 0;
-  std::uint64_t wrap_gaps = 0;        ///< losses of whole counter wraps found
-  std::uint64_t wrap_lost = 0;        ///< samples lost in them (multiples of 64)
-  std::uint64_t stalls_absorbed = 0;  ///< late bursts that turned out to be host or device stalls
-};
-
-/// The counter sees a loss only modulo 64 samples (0.64 ms). This check compares each chunk's
-/// arrival time (host steady clock, ns) with its end index at the nominal rate:
-/// residual = elapsed * rate - end_index. Latency only delays arrival, so the sliding minimum of
-/// the residual is the latency floor; a loss the counter missed raises every later residual by
-/// the lost samples. It is lvpm::SampleSequencer's idea with a 64-sample quantum: a chunk more
-/// than half a wrap above the floor is held; if a later chunk comes back down it was a stall.
-/// If the residual stays up for `settle_ns`, its level over the last half of that time gives the
-/// number of wraps lost (`wrap_threshold` of a wrap counts as one, more is rounded to the
-/// nearest wrap; only reads that
-/// waited for their data count, at least `min_evidence` of them), and the loss is
-/// placed in the first held chunk from which on every residual stays within half a wrap of that
-/// level, or in a chunk within `gap_search_ns` after it where the counter saw a gap (where a loss
-/// of 64k + g samples really was). Pure and deterministic (arrival times are passed in).
-/// Limits: the latency floor must be steady to well under 0.32 ms over `floor_window_ns`; where
-/// inside the chosen chunk the loss was is unknown when the counter saw no gap (the caller places
-/// it at the chunk's start), and late reads just before a loss can move that chunk earlier; a
-/// wake-up-latency rise of more than `wrap_threshold` x 0.64 ms that lasts `settle_ns` without
-/// one prompt read would be read as a loss; a loss in the last `settle_ns` of a stream, or while
-/// the host is too far behind to ever wait for data, is not found.
-class WrapDetector {
- public:
-  /// Tuning.
-  struct Config {
-    double rate_hz = kSampleRateHz;
-    std::int64_t settle_ns = 1'000'000'000;        ///< how long an elevated residual must persist
-    std::int64_t floor_window_ns = 3'000'000'000;  ///< sliding window of the latency floor
-    double wrap_threshold = 0.75;                  ///< excess (in wraps) that counts as one loss
-    std::int64_t gap_search_ns = 200'000'000;      ///< how far to look for the counter's gap
-    std::size_t min_evidence = 10;  ///< caught-up chunks needed in the last half of settle_ns
-  };
-  explicit WrapDetector(Config cfg) : cfg_(cfg) {}
-
-  /// A chunk whose last sample has decoder index `end_index - 1` (the decoder's next_index()
-  /// after it) arrived at `arrival_ns`; `counter_gap` says the decoder reported a loss in it;
-  /// `caught_up` says the read had to wait for its data (nothing was queued when it started), so
-  /// its arrival time measures the device and not a backlog. Chunks must come in order.
-  void push(std::uint64_t end_index, std::int64_t arrival_ns, std::uint32_t tag,
-            bool counter_gap = false, bool caught_up = true);
-  /// Releases chunks whose placement is final, in order.
-  template <typename OnPlaced>
-  void drain(OnPlaced&& on_placed);
-  /// At the end: decides held chunks with what is known; drain() then releases everything.
-  void finish() { decide(true); }
-
-  const WrapCounters& counters() const { return counters_; }
-  /// Samples added so far (the offset of the next chunk).
-  std::uint64_t offset() const { return offset_; }
-  /// Chunks held back, waiting for a decision.
-  std::size_t held() const { return held_.size(); }
-
- private:
-  struct Held {
-    PlacedChunk p;
-    std::int64_t arrival_ns;
-    double residual;
-    bool counter_gap;
-    bool caught_up;
-  };
-  double residual(std::uint64_t end_index, std::int64_t arrival_ns) const;
-  void decide(bool at_end);
-  void commit_front(std::size_t count, std::uint64_t shift);
-  void floor_push(std::int64_t t, double r);
-  double floor() const;
-
-  Config cfg_;
-  bool have_t0_ = false;
-  std::int64_t t0_ = 0;
-  std::uint64_t offset_ = 0;
-  std::vector<Held> held_;
-  std::vector<PlacedChunk> ready_;
-  std::vector<std::pair<std::int64_t, double>> floor_q_;  ///< monotone deque for sliding min
-  std::size_t floor_head_ = 0;
-  WrapCounters counters_;
-};
+/// The counter sees a loss only modulo 64 samples (0.64 ms): losses of whole wraps are found by
+/// the shared fw::WrapInference, one chunk per read, with this tuning (100 kS/s, a 64-sample wrap;
+/// a chunk where the decoder reported a loss is the counter's evidence).
+inline WrapConfig wrap_config() {
+  WrapConfig c;
+  c.rate_hz = kSampleRateHz;
+  c.wrap_samples = kCounterModulo;
+  return c;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Template definitions.
@@ -556,13 +475,6 @@ void CommandParser::feed(std::span<const std::uint8_t> bytes, OnCommand&& on_com
       std::copy_n(buf_.begin() + 1, len_, buf_.begin());
     }
   }
-}
-
-template <typename OnPlaced>
-void WrapDetector::drain(OnPlaced&& on_placed) {
-  for (const auto& p : ready_)
-    on_placed(p);
-  ready_.clear();
 }
 
 }  // namespace meltrig::fw::ppk2

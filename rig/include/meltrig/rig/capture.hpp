@@ -35,7 +35,9 @@ struct CaptureOptions {
   std::filesystem::path output;
   double duration_s = 10.0;  ///< <= 0: until interrupted
   MonitorConfig monitor;
-  std::size_t ring_blocks = 256;  ///< ring size in slots of kBlockSamples
+  /// Ring size in slots of kBlockSamples; unset: 20 s of samples (256..1024 slots), room for a
+  /// driver releasing what its loss inference held.
+  std::optional<std::size_t> ring_blocks;
   /// Overflow policy. false (live instruments, which cannot be paused): a full ring drops the
   /// newest samples and records them as a ring_overflow gap. true (finite offline sources such
   /// as replays and the unpaced synthetic source): the reader waits for the writer instead.

@@ -94,7 +94,8 @@ class HvpmMonitor final : public Monitor {
   void note_uncalibrated(std::uint64_t n);
   Result<void> send(const fw::hvpm::ControlTransfer& t);
   Result<std::size_t> read_bulk(std::chrono::milliseconds timeout);
-  void on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns);
+  void on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns, bool caught_up);
+  Result<void> read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout);
   void release(SampleSink& sink);
   void emit(SampleSink& sink, std::uint64_t first_index, const Slots& slots);
   std::string where() const;

@@ -46,7 +46,8 @@ class LvpmMonitor final : public Monitor {
  private:
   Result<fw::lvpm::Status> read_status();
   Result<void> send(const std::vector<std::uint8_t>& bytes);
-  void on_payload(std::span<const std::uint8_t> payload, std::int64_t arrival_ns);
+  void on_payload(std::span<const std::uint8_t> payload, std::int64_t arrival_ns, bool caught_up);
+  Result<void> read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout);
   void release(SampleSink& sink);
   void emit(SampleSink& sink, const fw::lvpm::PlacedPacket& placed,
             const fw::lvpm::SamplePacket& p);

@@ -14,6 +14,7 @@
 
 #include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
+#include "meltrig/fw/wrap_inference.hpp"
 
 namespace meltrig::rig {
 
@@ -78,6 +79,18 @@ struct Counter {
   const char* name;
   std::uint64_t value;
 };
+
+/// The elapsed-time wrap inference's counters, named alike for every driver that uses it.
+inline void append_wrap_counters(std::vector<Counter>& out, const fw::WrapCounters& w) {
+  out.insert(out.end(),
+             {{"wrap_gaps", w.wrap_gaps},
+              {"wrap_lost_samples", w.wrap_lost},
+              {"inferred_gaps", w.inferred_gaps},
+              {"inferred_lost_samples", w.inferred_lost},
+              {"inferred_uncertainty_samples", w.inferred_uncertainty},
+              {"stalls_absorbed", w.stalls_absorbed},
+              {"longest_hold_ms", static_cast<std::uint64_t>(w.longest_hold_ns / 1'000'000)}});
+}
 
 /// A power monitor. Not thread-safe: one I/O thread drives it after open().
 class Monitor {

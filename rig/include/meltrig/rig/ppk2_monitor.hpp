@@ -18,8 +18,9 @@ namespace meltrig::rig {
 
 /// PPK2 driver: source-meter mode, 100 kS/s, channels "current" (f32, A) and "logic" (u8, bit n =
 /// input Dn). Sample indices come from the 6-bit counter in every word (fw::ppk2::StreamDecoder)
-/// plus an elapsed-time check for losses that wrap it (fw::ppk2::WrapDetector); each read is one
-/// chunk, held back while the check is undecided (at most `wrap.settle_ns` of data).
+/// plus the shared elapsed-time inference for losses that wrap it (fw::WrapInference with
+/// fw::ppk2::wrap_config()); each read is one chunk, held back while the inference is undecided
+/// (up to `wrap.horizon_ns` of data, bounded by `wrap.max_held_s`).
 ///
 /// Voltage: the PPK2 samples no voltage, so MonitorInfo::fixed_voltage_v is the source voltage.
 /// open() must report it before configure() sets it: it reports the "VDD" the device lists in its
@@ -32,7 +33,7 @@ class Ppk2Monitor final : public Monitor {
     std::string port;
     std::chrono::milliseconds io_timeout{1000};
     double source_voltage_v = 4.0;  ///< reported by open() when the metadata has no VDD
-    fw::ppk2::WrapDetector::Config wrap{};
+    fw::WrapConfig wrap = fw::ppk2::wrap_config();
     const Clock* clock = &SteadyClock::instance();
   };
   explicit Ppk2Monitor(Options opt);
@@ -79,7 +80,7 @@ class Ppk2Monitor final : public Monitor {
   void decode(std::span<const std::uint8_t> bytes, std::int64_t arrival_ns, bool at_end,
               bool caught_up);
   void release(SampleSink& sink);
-  void emit(SampleSink& sink, const Chunk& c, const fw::ppk2::PlacedChunk& placed);
+  void emit(SampleSink& sink, const Chunk& c, const fw::WrapPlacement& placed);
 
   Options opt_;
   std::optional<fw::SerialPort> port_;
@@ -87,7 +88,7 @@ class Ppk2Monitor final : public Monitor {
   bool have_metadata_ = false;
   double source_v_ = 0;
   std::optional<fw::ppk2::StreamDecoder> decoder_;
-  std::optional<fw::ppk2::WrapDetector> wrap_;
+  std::optional<fw::WrapInference> wrap_;
   std::deque<Chunk> chunks_;  ///< waiting for placement; front has tag front_tag_
   std::vector<Chunk> spare_;  ///< storage of released chunks, reused
   std::uint32_t next_tag_ = 0, front_tag_ = 0;
