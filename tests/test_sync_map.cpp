@@ -105,10 +105,11 @@ TEST_CASE("sync: too little evidence is an error naming the clock and the target
 
 TEST_CASE("sync: clock relations find a suspend and a realtime step and convert around them") {
   std::vector<Triple> t;
-  std::int64_t mono = 1'000'000'000'000, boot = mono + 50'000'000'000, real = 1'800'000'000'000'000'000;
+  std::int64_t mono = 1'000'000'000'000, boot = mono + 50'000'000'000,
+               real = 1'800'000'000'000'000'000;
   for (int k = 0; k < 10; ++k) {
     if (k == 4) boot += 7'000'000'000, real += 7'000'000'000;  // 7 s suspend
-    if (k == 7) real -= 15'000'000;                           // wall clock set back 15 ms
+    if (k == 7) real -= 15'000'000;                            // wall clock set back 15 ms
     t.push_back({mono, boot, real});
     mono += 1'000'000'000, boot += 1'000'000'000, real += 1'000'000'000;
   }
@@ -133,7 +134,8 @@ TEST_CASE("sync: probe bursts keep the lowest RTT and the true offset lies withi
   const std::int64_t dev_minus_host = 123'456'789'012;
   for (int b = 0; b < 5; ++b)
     for (int i = 0; i < 8; ++i) {
-      const std::int64_t t0 = 10'000'000'000LL * b + 20'000'000LL * i, up = lat(rng), down = lat(rng);
+      const std::int64_t t0 = 10'000'000'000LL * b + 20'000'000LL * i, up = lat(rng),
+                         down = lat(rng);
       probes.push_back({t0, t0 + up + dev_minus_host, t0 + up + down});
     }
   auto pts = probe_points(probes);
@@ -175,7 +177,9 @@ TEST_CASE("sync: an edge behind a 50 us rail is placed to a few us; tau comes fr
   std::vector<double> err;
   for (int k = 0; k < 200; ++k) {
     apply_rail(fixes[static_cast<std::size_t>(k)], est / period);
-    err.push_back(std::abs(fixes[static_cast<std::size_t>(k)].pos - truth[static_cast<std::size_t>(k)]) * period);
+    err.push_back(
+        std::abs(fixes[static_cast<std::size_t>(k)].pos - truth[static_cast<std::size_t>(k)]) *
+        period);
   }
   std::sort(err.begin(), err.end());
   // tau from 200 edges is known to ~5 us, which moves an edge by up to ~2x that
@@ -184,16 +188,11 @@ TEST_CASE("sync: an edge behind a 50 us rail is placed to a few us; tau comes fr
 }
 
 TEST_CASE("sync: markers imply busy spans: load through the last token, and busy chips") {
-  std::vector<Mark> m{{0, MarkKind::run_start},
-                      {100, MarkKind::sync_start, 0b1011, 4, 10},
-                      {150, MarkKind::sync_end},
-                      {200, MarkKind::load_start},
-                      {300, MarkKind::load_end},
-                      {301, MarkKind::prefill_start},
-                      {400, MarkKind::prefill_end},
-                      {450, MarkKind::token},
-                      {500, MarkKind::token},
-                      {600, MarkKind::run_end}};
+  std::vector<Mark> m{{0, MarkKind::run_start},     {100, MarkKind::sync_start, 0b1011, 4, 10},
+                      {150, MarkKind::sync_end},    {200, MarkKind::load_start},
+                      {300, MarkKind::load_end},    {301, MarkKind::prefill_start},
+                      {400, MarkKind::prefill_end}, {450, MarkKind::token},
+                      {500, MarkKind::token},       {600, MarkKind::run_end}};
   auto b = busy_spans(m);
   REQUIRE(b.size() == 4);
   CHECK(b[0].from_ns == 100);

@@ -37,7 +37,8 @@ std::string with_clocks(std::string toml, const std::string& clocks, const std::
 
 std::string no_pulses(std::string toml) {
   const std::string pulses = "sync_bits = 13\nsync_code_start = 0x1F35\nsync_code_end = 0x1F35";
-  return toml.replace(toml.find(pulses), pulses.size(), "sync_bits = 0\nsync_code_start = 0\nsync_code_end = 0");
+  return toml.replace(toml.find(pulses), pulses.size(),
+                      "sync_bits = 0\nsync_code_start = 0\nsync_code_end = 0");
 }
 
 const ms::ClockMap& mono_map(const ms::SyncOutput& o) {
@@ -67,8 +68,9 @@ TEST_CASE("sync: pulses at 5 kHz map a drifting phone within 50 us at p99, bound
   CHECK(r->diag.latency_p50_ns < 60'000);
   const ErrorStats e = token_errors(w, m, mono_map(*r));
   MESSAGE("tau " << r->diag.pulses.tau_ns << " ns, latency p50 " << r->diag.latency_p50_ns
-                 << " p99 " << r->diag.latency_p99_ns << ", segments " << mono_map(*r).segments.size()
-                 << ", bound of the first " << mono_map(*r).segments.front().bound_ns);
+                 << " p99 " << r->diag.latency_p99_ns << ", segments "
+                 << mono_map(*r).segments.size() << ", bound of the first "
+                 << mono_map(*r).segments.front().bound_ns);
   MESSAGE("pulse map: p50 " << e.p50_ns << " ns, p99 " << e.p99_ns << " ns, max " << e.max_ns
                             << " ns over " << e.n << " tokens; over bound " << e.over_bound);
   CHECK(e.unmapped == 0);
@@ -85,8 +87,9 @@ TEST_CASE("sync: pulses at 5 kHz map a drifting phone within 50 us at p99, bound
 
 TEST_CASE("sync: a suspend and a realtime step are detected and both sides are mapped") {
   std::string toml = sync_bench_scenario(20.0, 0.3, 100e-6, 0.0);
-  toml = with_clocks(toml, "suspends = [{ at_s = 46.0, duration_s = 6.0 }]\n"
-                           "realtime_steps = [{ at_s = 64.0, step_ms = -250.0 }]\n",
+  toml = with_clocks(toml,
+                     "suspends = [{ at_s = 46.0, duration_s = 6.0 }]\n"
+                     "realtime_steps = [{ at_s = 64.0, step_ms = -250.0 }]\n",
                      "repetitions = 3\ncooldown_s = 12.0\n");
   World w = world_of(toml);
   const MonitorModel m = hard_monitor();
@@ -153,11 +156,21 @@ TEST_CASE("sync: a MELT-like import (no pulses, no probes) is mapped by its work
   auto r = ms::synchronise(in);
   REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
   CHECK(r->method == "workload");
+  MESSAGE("workload: blocks " << r->diag.workload.blocks_aligned << "/" << r->diag.workload.blocks
+                              << ", edges " << r->diag.workload.edges_found << "/"
+                              << r->diag.workload.edges_expected << ", tau "
+                              << r->diag.workload.tau_ns);
   const ms::ClockMap* map = r->find(ms::DeviceClock::realtime, ms::TargetClock::monitor);
   REQUIRE(map != nullptr);
   std::vector<std::int64_t> err;
   for (const TokenTruth& tt : w.truth().tokens) {
     auto x = map->map(w.real_ns(tt.t1_s));
+    if (!x) {
+      MESSAGE("token " << tt.rep << "/" << tt.index << " at " << tt.t1_s
+                       << " s: " << x.error().message << "; segments " << map->segments.size()
+                       << " first " << map->segments.front().device_start_ns << " last "
+                       << map->segments.back().device_end_ns);
+    }
     REQUIRE(x.has_value());
     err.push_back(std::abs(x->target_ns - true_monitor_ns_at(m, tt.t1_s)));
   }

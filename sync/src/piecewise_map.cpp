@@ -4,8 +4,9 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <limits>
+#include <map>
+#include <numeric>
 #include <set>
 
 namespace meltrig::sync {
@@ -95,6 +96,29 @@ Design make_design(std::span<const SyncPoint> pts, std::int64_t ref_d, std::int6
   return d;
 }
 
+/// Cluster-robust covariance B (sum_g s_g s_g') B, s_g the weighted score of group g; empty when
+/// there are fewer than four groups.
+Eigen::MatrixXd cluster_sandwich(const Design& d, const Eigen::VectorXd& h,
+                                 const Eigen::MatrixXd& bread, std::span<const SyncPoint> pts) {
+  const Eigen::Index p = d.X.cols();
+  const Eigen::VectorXd beta =
+      bread *
+      (d.X.transpose() * ((h.array() / d.sigma.array().square()).matrix().asDiagonal() * d.y));
+  const Eigen::VectorXd r = d.y - d.X * beta;
+  std::map<std::uint32_t, Eigen::VectorXd> score;
+  for (Eigen::Index i = 0; i < d.X.rows(); ++i) {
+    auto [it, fresh] =
+        score.try_emplace(pts[static_cast<std::size_t>(i)].source, Eigen::VectorXd::Zero(p));
+    it->second += d.X.row(i).transpose() * (h(i) / (d.sigma(i) * d.sigma(i)) * r(i));
+  }
+  const auto g = static_cast<double>(score.size());
+  if (score.size() < 4) return {};
+  Eigen::MatrixXd meat = Eigen::MatrixXd::Zero(p, p);
+  for (auto& [src, s] : score)
+    meat += s * s.transpose();
+  return bread * meat * bread * (g / (g - 1.0));
+}
+
 }  // namespace
 
 double LineFit::eval(std::int64_t device_ns) const {
@@ -102,17 +126,17 @@ double LineFit::eval(std::int64_t device_ns) const {
   return offset_ns + x + (rate - 1.0) * x;
 }
 
-double LineFit::se_at(std::int64_t device_ns) const {
+double LineFit::se_at(std::int64_t device_ns, bool robust) const {
   const double x = static_cast<double>(device_ns - ref_device_ns);
-  const double v = cov[0][0] + 2.0 * x * cov[0][1] + x * x * cov[1][1];
+  const auto& c = robust ? cov_robust : cov;
+  const double v = c[0][0] + 2.0 * x * c[0][1] + x * x * c[1][1];
   return std::sqrt(std::max(0.0, v));
 }
 
 SyncResult<LineFit> robust_line_fit(std::span<const SyncPoint> pts, const FitOptions& opt) {
   if (pts.size() < 2) return std::unexpected(SyncError{"fewer than two sync points"});
-  auto [mn, mx] = std::minmax_element(pts.begin(), pts.end(), [](auto& a, auto& b) {
-    return a.device_ns < b.device_ns;
-  });
+  auto [mn, mx] = std::minmax_element(pts.begin(), pts.end(),
+                                      [](auto& a, auto& b) { return a.device_ns < b.device_ns; });
   if (mn->device_ns == mx->device_ns)
     return std::unexpected(SyncError{"all sync points share one device time"});
   const std::int64_t ref_d = pts.front().device_ns, ref_t = pts.front().target_ns;
@@ -142,11 +166,20 @@ SyncResult<LineFit> robust_line_fit(std::span<const SyncPoint> pts, const FitOpt
   f.rate = 1.0 + beta(1) / d.xscale;
   f.latency_ns = d.late ? beta(2) : 0.0;
   f.scale = scale;
-  // covariance of (offset, rate): scale^2 x (X' W X)^-1, rescaled from the design's units
-  Eigen::MatrixXd inv = normal.ldlt().solve(Eigen::MatrixXd::Identity(p, p)) * scale * scale;
-  f.cov[0][0] = inv(0, 0);
-  f.cov[0][1] = f.cov[1][0] = inv(0, 1) / d.xscale;
-  f.cov[1][1] = inv(1, 1) / (d.xscale * d.xscale);
+  // covariance of (offset, rate): scale^2 x (X' W X)^-1, or where larger the cluster-robust
+  // sandwich over the points' sources (edges of one pulse share its errors), rescaled from the
+  // design's units
+  const Eigen::MatrixXd bread = normal.ldlt().solve(Eigen::MatrixXd::Identity(p, p));
+  const Eigen::MatrixXd model = bread * scale * scale;
+  Eigen::MatrixXd robust = cluster_sandwich(d, h, bread, pts);
+  if (robust.rows() != p || robust(0, 0) < model(0, 0)) robust = model;
+  auto store = [&](const Eigen::MatrixXd& m, std::array<std::array<double, 2>, 2>& c) {
+    c[0][0] = m(0, 0);
+    c[0][1] = c[1][0] = m(0, 1) / d.xscale;
+    c[1][1] = m(1, 1) / (d.xscale * d.xscale);
+  };
+  store(model, f.cov);
+  store(robust, f.cov_robust);
   f.outlier.assign(static_cast<std::size_t>(n), false);
   double ss = 0.0;
   for (Eigen::Index i = 0; i < n; ++i) {
@@ -181,8 +214,9 @@ std::string MapSegment::evidence_names() const {
 }
 
 const MapSegment* ClockMap::find(std::int64_t device_ns) const {
-  auto it = std::upper_bound(segments.begin(), segments.end(), device_ns,
-                             [](std::int64_t d, const MapSegment& s) { return d < s.device_start_ns; });
+  auto it =
+      std::upper_bound(segments.begin(), segments.end(), device_ns,
+                       [](std::int64_t d, const MapSegment& s) { return d < s.device_start_ns; });
   if (it == segments.begin()) return nullptr;
   --it;
   return device_ns <= it->device_end_ns ? &*it : nullptr;
@@ -191,10 +225,9 @@ const MapSegment* ClockMap::find(std::int64_t device_ns) const {
 SyncResult<Mapped> ClockMap::map(std::int64_t device_ns) const {
   const MapSegment* s = find(device_ns);
   if (s == nullptr) {
-    return std::unexpected(SyncError{"device " + std::string(clock_name(clock)) + " time " +
-                                     std::to_string(device_ns) +
-                                     " ns is outside every segment of the map to " +
-                                     std::string(target_name(target))});
+    return std::unexpected(SyncError{
+        "device " + std::string(clock_name(clock)) + " time " + std::to_string(device_ns) +
+        " ns is outside every segment of the map to " + std::string(target_name(target))});
   }
   return Mapped{s->map(device_ns), s->bound_ns};
 }
@@ -228,7 +261,8 @@ class Fitter {
     if (!whole) return;
     const std::size_t mid = split_index(first, last);
     if (mid != 0) {
-      std::span<const SyncPoint> a(pts_.data() + first, mid - first), b(pts_.data() + mid, last - mid);
+      std::span<const SyncPoint> a(pts_.data() + first, mid - first),
+          b(pts_.data() + mid, last - mid);
       auto fa = robust_line_fit(a, opt_.fit), fb = robust_line_fit(b, opt_.fit);
       if (fa && fb && (disagree(*whole, *fa, a) || disagree(*whole, *fb, b))) {
         fit(first, mid, out, ranges);
@@ -249,7 +283,8 @@ class Fitter {
     while (mid < last && mid > first && pts_[mid].source == pts_[mid - 1].source)
       ++mid;
     if (mid - first < opt_.min_points || last - mid < opt_.min_points) return 0;
-    std::span<const SyncPoint> a(pts_.data() + first, mid - first), b(pts_.data() + mid, last - mid);
+    std::span<const SyncPoint> a(pts_.data() + first, mid - first),
+        b(pts_.data() + mid, last - mid);
     if (count_sources(a) < opt_.min_sources || count_sources(b) < opt_.min_sources) return 0;
     return mid;
   }
@@ -286,7 +321,7 @@ class Fitter {
 };
 
 std::vector<Stretch> stretches(std::vector<SyncPoint>& pts, std::span<const ClockBreak> breaks,
-                               std::int64_t max_gap) {
+                               std::int64_t max_gap, std::int64_t end_margin) {
   std::vector<Stretch> out;
   if (pts.empty()) return out;
   auto break_between = [&](std::int64_t a, std::int64_t b) -> const ClockBreak* {
@@ -294,16 +329,18 @@ std::vector<Stretch> stretches(std::vector<SyncPoint>& pts, std::span<const Cloc
       if (br.from_ns >= a && br.to_ns <= b) return &br;
     return nullptr;
   };
-  // a break before the first point or after the last one bounds how far the ends reach
+  // the ends reach a break before the first point or after the last one, else end_margin
   constexpr auto kMin = std::numeric_limits<std::int64_t>::min();
   constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
   std::int64_t first_from = kMin, last_to = kMax;
   for (const ClockBreak& br : breaks) {
-    if (br.to_ns <= pts.front().device_ns && br.to_ns > kMin) first_from = std::max(first_from, br.to_ns);
-    if (br.from_ns >= pts.back().device_ns && br.from_ns < kMax) last_to = std::min(last_to, br.from_ns);
+    if (br.to_ns <= pts.front().device_ns && br.to_ns > kMin)
+      first_from = std::max(first_from, br.to_ns);
+    if (br.from_ns >= pts.back().device_ns && br.from_ns < kMax)
+      last_to = std::min(last_to, br.from_ns);
   }
-  if (first_from == kMin) first_from = pts.front().device_ns;
-  if (last_to == kMax) last_to = pts.back().device_ns;
+  if (first_from == kMin) first_from = pts.front().device_ns - end_margin;
+  if (last_to == kMax) last_to = pts.back().device_ns + end_margin;
   Stretch cur{0, 0, "start", pts.front().device_ns, 0};
   for (std::size_t i = 1; i <= pts.size(); ++i) {
     if (i < pts.size()) {
@@ -313,7 +350,8 @@ std::vector<Stretch> stretches(std::vector<SyncPoint>& pts, std::span<const Cloc
       cur.last = i;
       cur.extend_to = br != nullptr ? br->from_ns : a;
       out.push_back(cur);
-      cur = Stretch{i, 0, br != nullptr ? br->why : "evidence gap", br != nullptr ? br->to_ns : b, 0};
+      cur =
+          Stretch{i, 0, br != nullptr ? br->why : "evidence gap", br != nullptr ? br->to_ns : b, 0};
       continue;
     }
     cur.last = i;
@@ -334,7 +372,8 @@ void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stret
     s.break_before = k == from ? st.why : "rate change";
     if (k == from) s.device_start_ns = std::min(s.device_start_ns, st.extend_from);
     if (k + 1 < segs.size()) {
-      const std::int64_t mid = s.device_end_ns + (segs[k + 1].device_start_ns - s.device_end_ns) / 2;
+      const std::int64_t mid =
+          s.device_end_ns + (segs[k + 1].device_start_ns - s.device_end_ns) / 2;
       s.device_end_ns = mid;
       segs[k + 1].device_start_ns = mid + 1;
     } else {
@@ -345,7 +384,7 @@ void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stret
     MapSegment& s = segs[k];
     auto [first, last] = ranges[k - from];
     auto f = robust_line_fit(std::span<const SyncPoint>(pts.data() + first, last - first), opt.fit);
-    const double se = std::max(f->se_at(s.device_start_ns), f->se_at(s.device_end_ns));
+    const double se = std::max(f->se_at(s.device_start_ns, true), f->se_at(s.device_end_ns, true));
     s.offset_ns = std::llround(f->eval(s.device_start_ns));
     s.bound_ns = std::max<std::int64_t>(1, std::llround(opt.bound_sigmas * se)) + opt.systematic_ns;
   }
@@ -356,8 +395,9 @@ void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stret
 SyncResult<ClockMap> fit_piecewise(std::vector<SyncPoint> pts, DeviceClock clock,
                                    TargetClock target, std::span<const ClockBreak> breaks,
                                    const PiecewiseOptions& opt) {
-  std::stable_sort(pts.begin(), pts.end(),
-                   [](const SyncPoint& a, const SyncPoint& b) { return a.device_ns < b.device_ns; });
+  std::stable_sort(pts.begin(), pts.end(), [](const SyncPoint& a, const SyncPoint& b) {
+    return a.device_ns < b.device_ns;
+  });
   std::erase_if(pts, [&](const SyncPoint& p) {
     return std::any_of(breaks.begin(), breaks.end(), [&](const ClockBreak& b) {
       return p.device_ns > b.from_ns && p.device_ns < b.to_ns;
@@ -367,7 +407,7 @@ SyncResult<ClockMap> fit_piecewise(std::vector<SyncPoint> pts, DeviceClock clock
   map.clock = clock;
   map.target = target;
   Fitter fitter(pts, clock, opt);
-  for (const Stretch& st : stretches(pts, breaks, opt.max_gap_ns)) {
+  for (const Stretch& st : stretches(pts, breaks, opt.max_gap_ns, opt.end_margin_ns)) {
     std::vector<std::pair<std::size_t, std::size_t>> ranges;
     const std::size_t from = map.segments.size();
     if (st.last - st.first < 3) continue;
@@ -375,10 +415,10 @@ SyncResult<ClockMap> fit_piecewise(std::vector<SyncPoint> pts, DeviceClock clock
     finish_stretch(map.segments, from, st, ranges, pts, opt);
   }
   if (map.segments.empty()) {
-    return std::unexpected(SyncError{
-        "no stretch of " + std::to_string(pts.size()) + " sync points on " +
-        std::string(clock_name(clock)) + " holds three points at two device times, so no line " +
-        "can be fitted to " + std::string(target_name(target))});
+    return std::unexpected(SyncError{"no stretch of " + std::to_string(pts.size()) +
+                                     " sync points on " + std::string(clock_name(clock)) +
+                                     " holds three points at two device times, so no line " +
+                                     "can be fitted to " + std::string(target_name(target))});
   }
   return map;
 }

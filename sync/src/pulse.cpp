@@ -220,11 +220,10 @@ std::vector<SyncPoint> pulse_points(const Trace& tr, std::span<const Mark> marks
     const double hw = std::min(static_cast<double>(half) / tr.period_ns(), 2.0 * n);
     auto pk = correlate_pulse(tr, p, pos, hw);
     if (!pk || pk->pearson < 0.5 || pk->psr < 1.5 || std::abs(pk->pos - pos) > hw) {
-      report.misses.push_back("pulse " + std::to_string(i) + " at device " +
-                              std::to_string(p.t0_ns) + " ns: " +
-                              (pk ? "correlation " + std::to_string(pk->pearson) + ", PSR " +
-                                        std::to_string(pk->psr)
-                                  : std::string("outside the trace")));
+      report.misses.push_back(
+          "pulse " + std::to_string(i) + " at device " + std::to_string(p.t0_ns) + " ns: " +
+          (pk ? "correlation " + std::to_string(pk->pearson) + ", PSR " + std::to_string(pk->psr)
+              : std::string("outside the trace")));
       continue;
     }
     ++report.found;

@@ -12,7 +12,8 @@ namespace meltrig::sync {
 std::vector<double> cross_correlate(std::span<const double> x, std::span<const double> t) {
   if (t.empty() || t.size() > x.size()) return {};
   std::size_t n = 1;
-  while (n < x.size() + t.size()) n <<= 1;
+  while (n < x.size() + t.size())
+    n <<= 1;
   std::vector<double> xa(n, 0.0), ta(n, 0.0);
   std::copy(x.begin(), x.end(), xa.begin());
   // correlation = convolution with the reversed template
@@ -77,7 +78,8 @@ EdgeFix find_edge(const Trace& tr, const EdgeRequest& req) {
   if (std::isnan(a) || std::isnan(b)) return e;
   e.step = b - a;
   if ((req.rising ? e.step : -e.step) <= req.min_step || e.step == 0.0) return e;
-  const double noise = std::max(mad_window(tr, lo - pre, lo, a), mad_window(tr, hi + 1, hi + 1 + post, b));
+  const double noise =
+      std::max(mad_window(tr, lo - pre, lo, a), mad_window(tr, hi + 1, hi + 1 + post, b));
   e.noise_z = noise / std::abs(e.step);
   auto z = [&](std::int64_t i) {
     const float s = tr.samples[static_cast<std::size_t>(i)];
@@ -87,14 +89,16 @@ EdgeFix find_edge(const Trace& tr, const EdgeRequest& req) {
   std::int64_t best = -1;
   for (std::int64_t i = lo; i <= hi; ++i) {
     if (!(z(i - 1) < 0.5 && z(i) >= 0.5)) continue;
-    if (best < 0 || std::abs(static_cast<double>(i) - req.pos) < std::abs(static_cast<double>(best) - req.pos))
+    if (best < 0 ||
+        std::abs(static_cast<double>(i) - req.pos) < std::abs(static_cast<double>(best) - req.pos))
       best = i;
   }
   if (best < 0) return e;
   // back to the first sample that left the old level
   const double eps = std::max(0.1, 3.0 * e.noise_z);
   std::int64_t j = best;
-  while (j - 1 > lo - pre && z(j - 1) > eps) --j;
+  while (j - 1 > lo - pre && z(j - 1) > eps)
+    --j;
   e.first_sample = j;
   e.first_z = std::min(1.0, z(j));
   e.ok = true;
@@ -173,14 +177,14 @@ std::pair<std::int64_t, std::int64_t> Tracker::predict(std::int64_t d) const {
                              [](const Anchor& a, std::int64_t x) { return a.device_ns < x; });
   // the nearest anchor, and its neighbour on the far side for the rate
   std::size_t k = static_cast<std::size_t>(it - anchors_.begin());
-  if (k == anchors_.size() ||
-      (k > 0 && d - anchors_[k - 1].device_ns < anchors_[k].device_ns - d))
+  if (k == anchors_.size() || (k > 0 && d - anchors_[k - 1].device_ns < anchors_[k].device_ns - d))
     k = k == 0 ? 0 : k - 1;
   const Anchor& a = anchors_[k];
   double rate = 1.0;
   double ppm = ppm_one_;
   if (anchors_.size() >= 2) {
-    const Anchor& b = anchors_[k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1)];
+    const Anchor& b =
+        anchors_[k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1)];
     if (b.device_ns != a.device_ns) {
       rate = static_cast<double>(b.monitor_ns - a.monitor_ns) /
              static_cast<double>(b.device_ns - a.device_ns);
@@ -206,7 +210,8 @@ std::vector<double> bin_trace(const Trace& tr, std::int64_t lo_ns, std::int64_t 
   for (std::int64_t i = i0; i < i1; ++i) {
     const float s = tr.samples[static_cast<std::size_t>(i)];
     const double t = (static_cast<double>(tr.first_index + i)) * p;
-    const auto k = static_cast<std::int64_t>(std::floor((t - static_cast<double>(lo_ns)) / static_cast<double>(bin_ns)));
+    const auto k = static_cast<std::int64_t>(
+        std::floor((t - static_cast<double>(lo_ns)) / static_cast<double>(bin_ns)));
     if (std::isnan(s) || k < 0 || k >= static_cast<std::int64_t>(nb)) continue;
     sum[static_cast<std::size_t>(k)] += s;
     cnt[static_cast<std::size_t>(k)] += 1.0;
@@ -236,7 +241,8 @@ std::vector<double> bin_busy(std::span<const BusySpan> busy, std::int64_t from, 
       a = end;
     }
   }
-  const double mean = nb > 0 ? std::accumulate(e.begin(), e.end(), 0.0) / static_cast<double>(nb) : 0.0;
+  const double mean =
+      nb > 0 ? std::accumulate(e.begin(), e.end(), 0.0) / static_cast<double>(nb) : 0.0;
   for (double& v : e)
     v -= mean;
   return e;

@@ -8,7 +8,8 @@ namespace meltrig::sync {
 
 std::vector<BusySpan> busy_spans(std::span<const Mark> marks) {
   std::vector<Mark> m(marks.begin(), marks.end());
-  std::stable_sort(m.begin(), m.end(), [](const Mark& a, const Mark& b) { return a.t_ns < b.t_ns; });
+  std::stable_sort(m.begin(), m.end(),
+                   [](const Mark& a, const Mark& b) { return a.t_ns < b.t_ns; });
   std::vector<BusySpan> out;
   bool open = false, tokens = false;
   std::int64_t from = 0, last = 0;
@@ -82,7 +83,8 @@ std::vector<ActivityEdge> activity_edges(std::span<const BusySpan> busy, std::in
     if (!s.pulse_chip) continue;
     for (ActivityEdge& e : out) {
       if (s.to_ns <= e.device_ns) e.quiet_before = std::min(e.quiet_before, e.device_ns - s.to_ns);
-      if (s.from_ns >= e.device_ns) e.quiet_after = std::min(e.quiet_after, s.from_ns - e.device_ns);
+      if (s.from_ns >= e.device_ns)
+        e.quiet_after = std::min(e.quiet_after, s.from_ns - e.device_ns);
     }
   }
   return out;
@@ -174,9 +176,10 @@ std::vector<SyncPoint> probe_points(std::span<const Probe> probes, std::int64_t 
       ++j;
     }
     const std::int64_t rtt = p[best].host_t3_ns - p[best].host_t0_ns;
-    out.push_back({p[best].device_mono_ns, p[best].host_t0_ns + rtt / 2,
-                   std::max<std::int64_t>(1, std::llround(static_cast<double>(rtt) / (2.0 * std::sqrt(3.0)))),
-                   EvidenceKind::probe, false, burst++});
+    out.push_back(
+        {p[best].device_mono_ns, p[best].host_t0_ns + rtt / 2,
+         std::max<std::int64_t>(1, std::llround(static_cast<double>(rtt) / (2.0 * std::sqrt(3.0)))),
+         EvidenceKind::probe, false, burst++});
     i = j;
   }
   return out;
@@ -187,8 +190,8 @@ std::vector<SyncPoint> host_to_monitor(std::span<const SyncPoint> host_pts,
   std::vector<SyncPoint> out(host_pts.begin(), host_pts.end());
   for (SyncPoint& p : out) {
     p.target_ns -= link.host_steady_at_index0_ns;
-    p.sigma_ns = std::llround(std::hypot(static_cast<double>(p.sigma_ns),
-                                         static_cast<double>(link.uncertainty_ns)));
+    p.sigma_ns = std::llround(
+        std::hypot(static_cast<double>(p.sigma_ns), static_cast<double>(link.uncertainty_ns)));
   }
   return out;
 }
@@ -197,7 +200,8 @@ std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::strin
   std::vector<std::int64_t> at;
   const auto mask = static_cast<std::uint8_t>(1U << (in.bit & 7));
   for (std::size_t j = 1; j < in.samples.size(); ++j)
-    if (((in.samples[j] ^ in.samples[j - 1]) & mask) != 0) at.push_back(static_cast<std::int64_t>(j));
+    if (((in.samples[j] ^ in.samples[j - 1]) & mask) != 0)
+      at.push_back(static_cast<std::int64_t>(j));
   if (at.size() != in.device_toggle_ns.size())
     notes.push_back("logic input D" + std::to_string(in.bit) + ": " + std::to_string(at.size()) +
                     " edges for " + std::to_string(in.device_toggle_ns.size()) +
@@ -225,8 +229,8 @@ std::vector<SyncPoint> relay_points(const Trace& tr, std::span<const RelayEdge> 
     const double pos = tr.pos_of(e.host_command_ns - link.host_steady_at_index0_ns);
     EdgeFix f = find_edge(tr, {pos, 100e6 / period, e.rising, 50e6 / period, 50e6 / period, 0.0});
     if (!f.ok) continue;
-    const double sig = std::hypot(f.sigma * period,
-                                  static_cast<double>(e.device_log_resolution_ns) / std::sqrt(12.0));
+    const double sig = std::hypot(
+        f.sigma * period, static_cast<double>(e.device_log_resolution_ns) / std::sqrt(12.0));
     out.push_back({e.device_log_ns, tr.ns_of(f.pos), std::max<std::int64_t>(1, std::llround(sig)),
                    EvidenceKind::relay_edge, false, k++});
   }

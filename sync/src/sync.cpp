@@ -88,8 +88,10 @@ SyncResult<ClockMap> fit_clock(const std::vector<SyncPoint>& pts, const ClockRel
   std::string why = "start";
   std::optional<SyncError> err;
   for (std::size_t part = 0; part <= br.size(); ++part) {
-    const std::int64_t lo = part == 0 ? std::numeric_limits<std::int64_t>::min() : br[part - 1].to_ns;
-    const std::int64_t hi = part == br.size() ? std::numeric_limits<std::int64_t>::max() : br[part].from_ns;
+    const std::int64_t lo =
+        part == 0 ? std::numeric_limits<std::int64_t>::min() : br[part - 1].to_ns;
+    const std::int64_t hi =
+        part == br.size() ? std::numeric_limits<std::int64_t>::max() : br[part].from_ns;
     std::vector<SyncPoint> conv;
     for (const SyncPoint& p : pts) {
       if (p.device_ns < lo || p.device_ns > hi) continue;
@@ -98,9 +100,11 @@ SyncResult<ClockMap> fit_clock(const std::vector<SyncPoint>& pts, const ClockRel
     // the part reaches the triples around its steps, as the monotonic map reaches its suspends
     std::vector<ClockBreak> edges;
     if (part > 0)
-      if (auto e = rel.convert(lo, clock)) edges.push_back({std::numeric_limits<std::int64_t>::min(), *e, why});
+      if (auto e = rel.convert(lo, clock))
+        edges.push_back({std::numeric_limits<std::int64_t>::min(), *e, why});
     if (part < br.size())
-      if (auto e = rel.convert(hi - 1, clock)) edges.push_back({*e + 1, std::numeric_limits<std::int64_t>::max(), "end"});
+      if (auto e = rel.convert(hi - 1, clock))
+        edges.push_back({*e + 1, std::numeric_limits<std::int64_t>::max(), "end"});
     auto m = fit_piecewise(std::move(conv), clock, target, edges, opt);
     if (!m) {
       err = m.error();
@@ -120,7 +124,8 @@ std::string method_of(const std::vector<SyncPoint>& pts) {
     seen[static_cast<std::size_t>(p.kind)] = true;
   std::string m;
   for (std::size_t k = 0; k < seen.size(); ++k)
-    if (seen[k]) m += (m.empty() ? "" : "+") + std::string(evidence_name(static_cast<EvidenceKind>(k)));
+    if (seen[k])
+      m += (m.empty() ? "" : "+") + std::string(evidence_name(static_cast<EvidenceKind>(k)));
   return m;
 }
 
@@ -128,14 +133,16 @@ std::string missing_message(const SyncInputs& in, const SyncDiagnostics& d) {
   std::size_t pulses = 0, activity = 0;
   for (const Mark& m : in.marks) {
     if (m.kind == MarkKind::sync_start) ++pulses;
-    if (m.kind == MarkKind::load_start || m.kind == MarkKind::prefill_start || m.kind == MarkKind::token)
+    if (m.kind == MarkKind::load_start || m.kind == MarkKind::prefill_start ||
+        m.kind == MarkKind::token)
       ++activity;
   }
   std::string s = "no usable evidence ties the device clock to the monitor:";
   if (in.trace.empty()) s += " no power trace;";
   s += !in.use.pulses ? " sync pulses: not used;"
        : pulses == 0  ? " sync pulses: no sync.start markers;"
-                      : " sync pulses: " + std::to_string(pulses) + " in the markers, none found in the power trace;";
+                      : " sync pulses: " + std::to_string(pulses) +
+                           " in the markers, none found in the power trace;";
   s += !in.logic ? " logic inputs: not recorded;" : " logic inputs: no edges matched;";
   s += in.relay_edges.empty() ? " relay edges: none logged by the device;"
                               : " relay edges: not located (no host link or no step);";
@@ -144,9 +151,9 @@ std::string missing_message(const SyncInputs& in, const SyncDiagnostics& d) {
                         : " workload: activity not matched in the power trace (" +
                              std::to_string(d.workload.blocks_aligned) + " of " +
                              std::to_string(d.workload.blocks) + " blocks aligned);";
-  s += in.probes.empty()   ? " clock probes: none"
-       : !in.host_link     ? " clock probes: no host link to the monitor"
-                           : " clock probes: not used for the monitor";
+  s += in.probes.empty() ? " clock probes: none"
+       : !in.host_link   ? " clock probes: no host link to the monitor"
+                         : " clock probes: not used for the monitor";
   return s;
 }
 
@@ -204,7 +211,8 @@ void latency_stats(const ClockMap& m, const std::vector<SyncPoint>& pts, SyncDia
 
 SyncResult<SyncOutput> synchronise(const SyncInputs& in) {
   SyncOutput out;
-  const ClockRelations rel(in.marks_clock == DeviceClock::monotonic ? in.triples : std::vector<Triple>{});
+  const ClockRelations rel(in.marks_clock == DeviceClock::monotonic ? in.triples
+                                                                    : std::vector<Triple>{});
   out.diag.breaks = rel.mono_breaks(true, true);
   if (in.use.probes) out.host_evidence = probe_points(in.probes);
   out.diag.probe_bursts = out.host_evidence.size();
@@ -212,7 +220,8 @@ SyncResult<SyncOutput> synchronise(const SyncInputs& in) {
   if (out.monitor_evidence.empty() && in.use.probes_to_monitor && in.host_link &&
       out.host_evidence.size() >= 2)
     out.monitor_evidence = host_to_monitor(out.host_evidence, *in.host_link);
-  if (out.monitor_evidence.empty()) return std::unexpected(SyncError{missing_message(in, out.diag)});
+  if (out.monitor_evidence.empty())
+    return std::unexpected(SyncError{missing_message(in, out.diag)});
   out.method = method_of(out.monitor_evidence);
   if (out.method == "probe") out.method = "probes+host link";
   std::vector<DeviceClock> clocks{in.marks_clock};

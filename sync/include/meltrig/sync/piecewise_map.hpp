@@ -36,9 +36,12 @@ struct LineFit {
   std::size_t inliers = 0;
   std::size_t outliers = 0;
   std::array<std::array<double, 2>, 2> cov{};  ///< covariance of (offset_ns, rate) in ns, ns/ns
-  std::vector<bool> outlier;                   ///< per input point
-  /// One-sigma error of the fitted line at device time d (from cov).
-  double se_at(std::int64_t device_ns) const;
+  /// The cluster-robust covariance over the points' sources where it is larger (points of one
+  /// pulse share its errors), else cov.
+  std::array<std::array<double, 2>, 2> cov_robust{};
+  std::vector<bool> outlier;  ///< per input point
+  /// One-sigma error of the fitted line at device time d (from cov, or cov_robust).
+  double se_at(std::int64_t device_ns, bool robust = false) const;
   double eval(std::int64_t device_ns) const;
 };
 
@@ -101,9 +104,11 @@ struct ClockBreak {
 struct PiecewiseOptions {
   FitOptions fit;
   std::int64_t max_gap_ns = 120'000'000'000;  ///< evidence gap that breaks a map (not covered)
-  std::size_t min_points = 6;                 ///< per segment
-  std::size_t min_sources = 2;                ///< distinct SyncPoint::source per segment
-  double split_sigmas = 3.0;  ///< halves disagreeing by more than this (x combined se) split
+  /// A map reaches this far past its first and last evidence (or to a break, if nearer).
+  std::int64_t end_margin_ns = 1'000'000'000;
+  std::size_t min_points = 6;   ///< per segment
+  std::size_t min_sources = 2;  ///< distinct SyncPoint::source per segment
+  double split_sigmas = 3.0;    ///< halves disagreeing by more than this (x combined se) split
   std::int64_t split_floor_ns = 2'000;
   double bound_sigmas = 4.0;  ///< bound = this x worst se of the line + systematic
   std::int64_t systematic_ns = 0;

@@ -71,7 +71,8 @@ class Tracker {
   };
   /// `base_ns`: uncertainty at an anchor; `ppm_one`/`ppm_many`: growth per ns of distance with
   /// one anchor / with two or more (the rate then comes from the anchors).
-  explicit Tracker(std::int64_t base_ns = 20'000'000, double ppm_one = 300.0, double ppm_many = 60.0)
+  explicit Tracker(std::int64_t base_ns = 20'000'000, double ppm_one = 300.0,
+                   double ppm_many = 60.0)
       : base_(base_ns), ppm_one_(ppm_one), ppm_many_(ppm_many) {}
   void add(std::int64_t device_ns, std::int64_t monitor_ns);
   bool empty() const { return anchors_.empty(); }

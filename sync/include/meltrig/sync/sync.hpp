@@ -131,8 +131,8 @@ struct SyncDiagnostics {
 };
 
 struct SyncOutput {
-  std::string method;           ///< "pulses", "logic", "workload", "probes+host link", ...
-  std::vector<ClockMap> maps;   ///< to the monitor per device clock, then to host steady
+  std::string method;          ///< "pulses", "logic", "workload", "probes+host link", ...
+  std::vector<ClockMap> maps;  ///< to the monitor per device clock, then to host steady
   std::vector<SyncPoint> monitor_evidence;  ///< on the markers' clock
   std::vector<SyncPoint> host_evidence;
   SyncDiagnostics diag;
