@@ -24,9 +24,9 @@ World world_of(const std::string& toml, std::uint64_t seed = 1) {
 }
 
 /// The harder monitor: 30 ppm crystal, 50 us rail, 0.5 mA ADC noise, wake latency median 20 us
-/// / p99 150 us on every busy chip, background bursts.
+/// / p99 150 us on every busy chip, background bursts, a 2 ms governor ramp after every rise.
 MonitorModel hard_monitor(double rate = 5000.0) {
-  return MonitorModel{rate, 30.0, 50e-6, 0.0005, 20e-6, 150e-6, 0.5, 3};
+  return MonitorModel{rate, 30.0, 50e-6, 0.0005, 20e-6, 150e-6, 0.5, 3, 2e-3};
 }
 
 std::string with_clocks(std::string toml, const std::string& clocks, const std::string& run) {
@@ -63,9 +63,9 @@ TEST_CASE("sync: pulses at 5 kHz map a drifting phone within 50 us at p99, bound
   // the rail's time constant comes out of the chip edges
   CHECK(r->diag.pulses.tau_ns > 30'000.0);
   CHECK(r->diag.pulses.tau_ns < 80'000.0);
-  // busy chips start late: the latency the fit saw is positive, near the model's median
+  // busy chips start late (wake latency, then the governor's ramp): the fit sees them late
   CHECK(r->diag.latency_p50_ns > 5'000);
-  CHECK(r->diag.latency_p50_ns < 60'000);
+  CHECK(r->diag.latency_p50_ns < 200'000);
   const ErrorStats e = token_errors(w, m, mono_map(*r));
   MESSAGE("tau " << r->diag.pulses.tau_ns << " ns, latency p50 " << r->diag.latency_p50_ns
                  << " p99 " << r->diag.latency_p99_ns << ", segments "
@@ -121,13 +121,17 @@ TEST_CASE("sync: a suspend and a realtime step are detected and both sides are m
     auto c = real->map(w.real_ns(tt.t1_s));
     REQUIRE(a.has_value());
     REQUIRE(b.has_value());
-    CHECK(std::abs(a->target_ns - truth) < 60'000);
-    CHECK(std::abs(b->target_ns - truth) < 60'000);
+    // six pulses in all: errors stay inside each map's bound and well under 100 us
+    CHECK(std::abs(a->target_ns - truth) <= a->bound_ns);
+    CHECK(std::abs(a->target_ns - truth) < 100'000);
+    CHECK(std::abs(b->target_ns - truth) <= b->bound_ns);
+    CHECK(std::abs(b->target_ns - truth) < 100'000);
     // realtime values repeat after a backward step: within a triple period of it a realtime
     // value is ambiguous (the earlier side's range may hold it)
     if (std::abs(tt.t1_s - 64.0) < 1.0) continue;
     REQUIRE(c.has_value());
-    CHECK(std::abs(c->target_ns - truth) < 60'000);
+    CHECK(std::abs(c->target_ns - truth) <= c->bound_ns);
+    CHECK(std::abs(c->target_ns - truth) < 100'000);
     before_suspend += tt.t1_s < 46.0;
     after_step += tt.t1_s > 64.0;
   }

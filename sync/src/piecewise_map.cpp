@@ -98,18 +98,16 @@ Design make_design(std::span<const SyncPoint> pts, std::int64_t ref_d, std::int6
 
 /// Cluster-robust covariance B (sum_g s_g s_g') B, s_g the weighted score of group g; empty when
 /// there are fewer than four groups.
-Eigen::MatrixXd cluster_sandwich(const Design& d, const Eigen::VectorXd& h,
-                                 const Eigen::MatrixXd& bread, std::span<const SyncPoint> pts) {
+Eigen::MatrixXd cluster_sandwich(const Design& d, const Eigen::VectorXd& w,
+                                 const Eigen::VectorXd& beta, const Eigen::MatrixXd& bread,
+                                 std::span<const SyncPoint> pts) {
   const Eigen::Index p = d.X.cols();
-  const Eigen::VectorXd beta =
-      bread *
-      (d.X.transpose() * ((h.array() / d.sigma.array().square()).matrix().asDiagonal() * d.y));
   const Eigen::VectorXd r = d.y - d.X * beta;
   std::map<std::uint32_t, Eigen::VectorXd> score;
   for (Eigen::Index i = 0; i < d.X.rows(); ++i) {
     auto [it, fresh] =
         score.try_emplace(pts[static_cast<std::size_t>(i)].source, Eigen::VectorXd::Zero(p));
-    it->second += d.X.row(i).transpose() * (h(i) / (d.sigma(i) * d.sigma(i)) * r(i));
+    it->second += d.X.row(i).transpose() * (w(i) * r(i));
   }
   const auto g = static_cast<double>(score.size());
   if (score.size() < 4) return {};
@@ -117,6 +115,42 @@ Eigen::MatrixXd cluster_sandwich(const Design& d, const Eigen::VectorXd& h,
   for (auto& [src, s] : score)
     meat += s * s.transpose();
   return bread * meat * bread * (g / (g - 1.0));
+}
+
+/// The state of an IRLS fit: Huber weights h, the robust scale per point, the weights
+/// w = h / (sigma scale)^2, the solution.
+struct Irls {
+  Eigen::VectorXd h, gs, w, beta, u;
+  Eigen::MatrixXd normal;
+};
+
+/// One robust scale (MAD x 1.4826 of the normalised residuals) from the on-time points when
+/// there are any: late points scatter with their latency, and are judged against the on-time
+/// scale (the earliest of them stay inliers, as the edges a latency never delayed much).
+void group_scales(const Design& d, Irls& s) {
+  std::vector<double> a;
+  for (Eigen::Index i = 0; i < d.X.rows(); ++i)
+    if (!(d.late && d.X(i, 2) > 0.0)) a.push_back(std::abs(s.u(i)));
+  s.gs.setConstant(std::max(1.4826 * median_of(a), 1e-3));
+}
+
+Irls run_irls(const Design& d, const FitOptions& opt) {
+  const Eigen::Index n = d.X.rows(), p = d.X.cols();
+  Irls s{Eigen::VectorXd::Ones(n), Eigen::VectorXd::Ones(n), {}, Eigen::VectorXd::Zero(p), {}, {}};
+  for (int it = 0; it < opt.iterations; ++it) {
+    s.w = s.h.array() / (d.sigma.array() * s.gs.array()).square();
+    s.normal = d.X.transpose() * s.w.asDiagonal() * d.X;
+    s.beta = s.normal.ldlt().solve(d.X.transpose() * (s.w.asDiagonal() * d.y));
+    s.u = (d.y - d.X * s.beta).array() / d.sigma.array();
+    group_scales(d, s);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const double a = std::abs(s.u(i)) / s.gs(i);
+      s.h(i) = a > opt.reject_sigmas ? 0.0 : (a <= opt.huber_k ? 1.0 : opt.huber_k / a);
+    }
+  }
+  s.w = s.h.array() / (d.sigma.array() * s.gs.array()).square();
+  s.normal = d.X.transpose() * s.w.asDiagonal() * d.X;
+  return s;
 }
 
 }  // namespace
@@ -142,36 +176,23 @@ SyncResult<LineFit> robust_line_fit(std::span<const SyncPoint> pts, const FitOpt
   const std::int64_t ref_d = pts.front().device_ns, ref_t = pts.front().target_ns;
   Design d = make_design(pts, ref_d, ref_t);
   const Eigen::Index n = d.X.rows(), p = d.X.cols();
-  Eigen::VectorXd h = Eigen::VectorXd::Ones(n), beta = Eigen::VectorXd::Zero(p);
-  Eigen::VectorXd u(n);
-  double scale = 1.0;
-  Eigen::MatrixXd normal(p, p);
-  for (int it = 0; it < opt.iterations; ++it) {
-    Eigen::VectorXd w = h.array() / d.sigma.array().square();
-    normal = d.X.transpose() * w.asDiagonal() * d.X;
-    beta = normal.ldlt().solve(d.X.transpose() * (w.asDiagonal() * d.y));
-    u = (d.y - d.X * beta).array() / d.sigma.array();
-    std::vector<double> au(static_cast<std::size_t>(n));
-    for (Eigen::Index i = 0; i < n; ++i)
-      au[static_cast<std::size_t>(i)] = std::abs(u(i));
-    scale = std::max(1.4826 * median_of(au), 1e-3);
-    for (Eigen::Index i = 0; i < n; ++i) {
-      const double a = std::abs(u(i)) / scale;
-      h(i) = a > opt.reject_sigmas ? 0.0 : (a <= opt.huber_k ? 1.0 : opt.huber_k / a);
-    }
-  }
+  const Irls s = run_irls(d, opt);
+  const Eigen::VectorXd& h = s.h;
+  const Eigen::VectorXd& u = s.u;
+  const Eigen::VectorXd& beta = s.beta;
+  const double scale = s.gs.minCoeff();
   LineFit f;
   f.ref_device_ns = ref_d;
   f.offset_ns = static_cast<double>(ref_t) + beta(0);
   f.rate = 1.0 + beta(1) / d.xscale;
   f.latency_ns = d.late ? beta(2) : 0.0;
   f.scale = scale;
-  // covariance of (offset, rate): scale^2 x (X' W X)^-1, or where larger the cluster-robust
-  // sandwich over the points' sources (edges of one pulse share its errors), rescaled from the
-  // design's units
-  const Eigen::MatrixXd bread = normal.ldlt().solve(Eigen::MatrixXd::Identity(p, p));
-  const Eigen::MatrixXd model = bread * scale * scale;
-  Eigen::MatrixXd robust = cluster_sandwich(d, h, bread, pts);
+  // covariance of (offset, rate): (X' W X)^-1 with the scales in W, or where larger the
+  // cluster-robust sandwich over the points' sources (edges of one pulse share its errors),
+  // rescaled from the design's units
+  const Eigen::MatrixXd bread = s.normal.ldlt().solve(Eigen::MatrixXd::Identity(p, p));
+  const Eigen::MatrixXd model = bread;
+  Eigen::MatrixXd robust = cluster_sandwich(d, s.w, beta, bread, pts);
   if (robust.rows() != p || robust(0, 0) < model(0, 0)) robust = model;
   auto store = [&](const Eigen::MatrixXd& m, std::array<std::array<double, 2>, 2>& c) {
     c[0][0] = m(0, 0);

@@ -231,9 +231,10 @@ std::vector<SyncPoint> pulse_points(const Trace& tr, std::span<const Mark> marks
     tracker.add(cont, tr.ns_of(pk->pos));
     pulse_edges(tr, p, pk->pos, static_cast<std::uint32_t>(i), pending);
   }
+  // tau from the falling edges: a rise also carries the governor's ramp
   std::vector<EdgeFix> fixes;
   for (const PendingEdge& e : pending)
-    fixes.push_back(e.fix);
+    if (!e.rising) fixes.push_back(e.fix);
   double tau_se = 0.0;
   double tau = estimate_tau(fixes, &tau_se);
   std::vector<SyncPoint> pts = place(tr, pending, tau);

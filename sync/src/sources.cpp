@@ -147,18 +147,22 @@ std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> ma
     fixes.push_back(f);
     owners.push_back(&e);
   }
+  std::vector<EdgeFix> falling;  // a rise also carries the governor's ramp
+  for (std::size_t i = 0; i < fixes.size(); ++i)
+    if (!owners[i]->rising) falling.push_back(fixes[i]);
   double tau_se = 0.0;
-  const double tau = estimate_tau(fixes, &tau_se);
+  const double tau = estimate_tau(falling, &tau_se);
   rep.tau_ns = tau * period;
   rep.tau_se_ns = tau_se * period;
-  rep.systematic_ns = std::llround(3.0 * rep.tau_se_ns * tau_sensitivity(fixes, tau));
+  rep.systematic_ns = std::llround(3.0 * rep.tau_se_ns * tau_sensitivity(falling, tau));
   rep.edges_found = fixes.size();
+  // a rise is late-biased: the load ramps up behind the governor
   std::vector<SyncPoint> pts;
   for (std::size_t i = 0; i < fixes.size(); ++i) {
     apply_rail(fixes[i], tau);
     pts.push_back({owners[i]->device_ns, tr.ns_of(fixes[i].pos),
                    std::max<std::int64_t>(1, std::llround(fixes[i].sigma * period)),
-                   EvidenceKind::workload_edge, false, static_cast<std::uint32_t>(i)});
+                   EvidenceKind::workload_edge, owners[i]->rising, static_cast<std::uint32_t>(i)});
   }
   return pts;
 }
