@@ -407,7 +407,12 @@ void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stret
     auto f = robust_line_fit(std::span<const SyncPoint>(pts.data() + first, last - first), opt.fit);
     const double se = std::max(f->se_at(s.device_start_ns, true), f->se_at(s.device_end_ns, true));
     s.offset_ns = std::llround(f->eval(s.device_start_ns));
-    s.bound_ns = std::max<std::int64_t>(1, std::llround(opt.bound_sigmas * se)) + opt.systematic_ns;
+    // 4 se (inflated for few points) + the systematic term + half the residual RMS: the lines'
+    // own scatter covers what the model leaves out (clock knots, sampler details)
+    const double small = 1.0 + 4.0 / static_cast<double>(std::max<std::size_t>(1, f->inliers));
+    s.bound_ns = std::max<std::int64_t>(
+                     1, std::llround(opt.bound_sigmas * se * small + 0.5 * f->residual_rms_ns)) +
+                 opt.systematic_ns;
   }
 }
 
