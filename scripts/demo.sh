@@ -9,5 +9,5 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/build.sh"
 out=${1:-$here/sim-phone.h5}
 rm -f "$out" "$out.markers"
-"$here/build/rig/cli/meltrig" sim "$here/examples/scenarios/phone_llamacpp.toml" -o "$out"
+"$here/build/cli/meltrig" sim "$here/examples/scenarios/phone_llamacpp.toml" -o "$out"
 /usr/bin/python3 "$here/docs/examples/read_capture.py" "$out"

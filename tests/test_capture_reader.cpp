@@ -22,8 +22,8 @@
 #include <thread>
 #include <vector>
 
-#include "meltrig/rig/capture_reader.hpp"
-#include "meltrig/rig/capture_writer.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
+#include "meltrig/dataset/capture_writer.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -31,18 +31,18 @@ namespace {
 namespace fs = std::filesystem;
 using meltrig::Errc;
 using meltrig::Result;
-using meltrig::rig::AttributeValue;
-using meltrig::rig::CalibrationRow;
-using meltrig::rig::CaptureLayout;
-using meltrig::rig::CaptureReader;
-using meltrig::rig::CaptureState;
-using meltrig::rig::CaptureWriter;
-using meltrig::rig::ChannelData;
-using meltrig::rig::Gap;
-using meltrig::rig::GapKind;
-using meltrig::rig::SampleBlock;
-using meltrig::rig::SampleType;
-using meltrig::rig::SummaryStats;
+using meltrig::dataset::AttributeValue;
+using meltrig::dataset::CalibrationRow;
+using meltrig::dataset::CaptureLayout;
+using meltrig::dataset::CaptureReader;
+using meltrig::dataset::CaptureState;
+using meltrig::dataset::CaptureWriter;
+using meltrig::dataset::ChannelData;
+using meltrig::dataset::Gap;
+using meltrig::dataset::GapKind;
+using meltrig::dataset::SampleBlock;
+using meltrig::dataset::SampleType;
+using meltrig::dataset::SummaryStats;
 using meltrig::test::Process;
 using meltrig::test::TempDir;
 
@@ -355,23 +355,23 @@ TEST_CASE("capture reader: metadata, tables and samples of a finished capture re
   CHECK(r->format_version() == 1);
   CHECK(r->monitor() == "monitor");
   CHECK(r->sample_rate_hz() == kRate);
-  const auto* version = meltrig::rig::find_attribute(r->root_attributes(), "meltrig_version");
+  const auto* version = meltrig::dataset::find_attribute(r->root_attributes(), "meltrig_version");
   REQUIRE(version != nullptr);
   CHECK(std::get<std::string>(*version) == "0.1.0");
   const auto* unix_ns =
-      meltrig::rig::find_attribute(r->root_attributes(), "host_wall_clock_start_unix_ns");
+      meltrig::dataset::find_attribute(r->root_attributes(), "host_wall_clock_start_unix_ns");
   REQUIRE(unix_ns != nullptr);
   CHECK(std::get<std::int64_t>(*unix_ns) == 1714564800123456789);
   const auto& mon = r->monitor_attributes();
-  CHECK(std::get<std::string>(*meltrig::rig::find_attribute(mon, "driver")) == "lvpm");
-  CHECK(std::get<std::int64_t>(*meltrig::rig::find_attribute(mon, "serial_number")) == 12345);
-  CHECK(std::get<double>(*meltrig::rig::find_attribute(mon, "output_voltage_v")) == 4.2);
-  CHECK(std::get<std::string>(*meltrig::rig::find_attribute(mon, "time_base")) ==
+  CHECK(std::get<std::string>(*meltrig::dataset::find_attribute(mon, "driver")) == "lvpm");
+  CHECK(std::get<std::int64_t>(*meltrig::dataset::find_attribute(mon, "serial_number")) == 12345);
+  CHECK(std::get<double>(*meltrig::dataset::find_attribute(mon, "output_voltage_v")) == 4.2);
+  CHECK(std::get<std::string>(*meltrig::dataset::find_attribute(mon, "time_base")) ==
         "t = sample_index / sample_rate_hz");
-  CHECK(std::get<std::string>(*meltrig::rig::find_attribute(r->status_at_start(), "mode")) ==
+  CHECK(std::get<std::string>(*meltrig::dataset::find_attribute(r->status_at_start(), "mode")) ==
         "Ünïcode ok");
-  CHECK(std::get<double>(*meltrig::rig::find_attribute(r->status_at_start(), "temperature_c")) ==
-        31.5);
+  CHECK(std::get<double>(
+            *meltrig::dataset::find_attribute(r->status_at_start(), "temperature_c")) == 31.5);
 
   // Channels come in name order.
   REQUIRE(r->channels().size() == 3);

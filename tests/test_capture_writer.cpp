@@ -21,24 +21,24 @@
 #include <string>
 #include <vector>
 
-#include "meltrig/rig/capture_writer.hpp"
-#include "meltrig/rig/h5_file.hpp"
+#include "meltrig/dataset/capture_writer.hpp"
+#include "meltrig/dataset/h5_file.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-namespace h5 = meltrig::rig::h5;
+namespace h5 = meltrig::dataset::h5;
 using meltrig::Errc;
-using meltrig::rig::CalibrationRow;
-using meltrig::rig::CaptureLayout;
-using meltrig::rig::CaptureState;
-using meltrig::rig::CaptureWriter;
-using meltrig::rig::ChannelData;
-using meltrig::rig::Compression;
-using meltrig::rig::Gap;
-using meltrig::rig::GapKind;
-using meltrig::rig::SampleBlock;
-using meltrig::rig::SampleType;
+using meltrig::dataset::CalibrationRow;
+using meltrig::dataset::CaptureLayout;
+using meltrig::dataset::CaptureState;
+using meltrig::dataset::CaptureWriter;
+using meltrig::dataset::ChannelData;
+using meltrig::dataset::Compression;
+using meltrig::dataset::Gap;
+using meltrig::dataset::GapKind;
+using meltrig::dataset::SampleBlock;
+using meltrig::dataset::SampleType;
 
 const char* const kPython = "/usr/bin/python3";
 

@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 
+#include "meltrig/fixtures/emulated_hvpm.hpp"
 #include "meltrig/fixtures/hvpm_emulator.hpp"
 #include "meltrig/fw/hvpm_protocol.hpp"
 #include "meltrig/fw/usb_bulk.hpp"
@@ -168,7 +169,7 @@ TEST_CASE("hvpm protocol: start asks for unlimited samples, stop carries no data
   CHECK(s.request_type == 0x40);
   CHECK(s.request == 0x02);
   CHECK(s.value == 1250);  // 0x04E2: calibration interval in ms
-  CHECK(s.index == 0x0002);
+  CHECK(s.index == 0);     // as PyMonsoon sends it since 2018 (it sent 0x0002 before)
   CHECK(s.length == 4);
   CHECK(s.data == std::array<std::uint8_t, 4>{0xFF, 0xFF, 0xFF, 0xFF});  // never 50000
   auto limited = hv::start_sampling(500, 50000);
@@ -681,6 +682,7 @@ TEST_CASE("hvpm emulator: answers control transfers and paces packets by elapsed
   ManualClock clock;
   fixtures::HvpmEmulatorConfig cfg;
   cfg.clock = &clock;
+  cfg.cal_samples = 3;  // one packet of each kind
   cfg.waveform = fixtures::Waveform::constant(1.0);
   fixtures::HvpmEmulator emu(cfg);
   auto get = [&](hv::Opcode op) {
@@ -689,15 +691,17 @@ TEST_CASE("hvpm emulator: answers control transfers and paces packets by elapsed
     auto n = emu.control_in(t.request, t.value, t.index, b, std::chrono::milliseconds(10));
     REQUIRE(n.ok());
     REQUIRE(*n == 4);
-    return *hv::parse_value_reply(op, b);
+    auto v = hv::parse_register(op, b);
+    REQUIRE(v.ok());
+    return *v;
   };
   auto send = [&](const hv::ControlTransfer& t) {
     return emu.control_out(t.request, t.value, t.index, t.payload(), std::chrono::milliseconds(10));
   };
   CHECK(get(hv::Opcode::hardware_model) == 2);
   CHECK(get(hv::Opcode::serial_number) == 20001);
-  CHECK(get(hv::Opcode::main_fine_scale) == 35946);
-  CHECK(get(hv::Opcode::main_coarse_zero_offset) == 80);
+  CHECK(get(hv::Opcode::main_fine_scale) == 36500);
+  CHECK(get(hv::Opcode::main_coarse_zero_offset) == -9);  // the default EEPROM is not all-positive
   CHECK(get(hv::Opcode::start_status) == 0);
   auto ro = send(hv::set_value(hv::Opcode::firmware_version, 1));
   REQUIRE_FALSE(ro.ok());
@@ -762,7 +766,7 @@ TEST_CASE("hvpm emulator: answers control transfers and paces packets by elapsed
 namespace {
 
 // A triangle between 0.1 A and 3.9 A, period 0.4 s (19 A/s): a sample one slot (200 us) out of
-// place reads 3.8 mA from its truth, far above the 0.1 mA coarse quantisation.
+// place reads 3.8 mA from its truth, far above the 0.2 mA coarse quantisation.
 fixtures::Waveform triangle(const TempDir& dir) {
   auto p = dir / "triangle.csv";
   std::ofstream f(p);
@@ -860,7 +864,7 @@ TEST_CASE("hvpm capture: 5 s of a known waveform through the driver read back ex
   mc.usb_passthrough = rig::MonitorConfig::UsbPassthrough::on;
   auto r = run(dir, cfg, 5.0, {}, mc);
 
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.info.channels.size() == 3);
   CHECK(r.info.serial_number == "20001");
   CHECK(r.truth.samples_device_dropped == 0);
@@ -895,10 +899,12 @@ with h5py.File(path, "r") as f:
     assert abs(float(np.mean(volt)) - 4.0) < 1e-4
     assert abs(float(np.mean(usb)) - 0.2) < 1e-3, float(np.mean(usb))
     st = m["status_at_start"].attrs
-    assert st["model"] == "HVPM" and st["main_fine_scale"] == 35946.0, dict(st)
+    assert st["model"] == "HVPM" and st["main_fine_scale"] == 36500.0, dict(st)
+    assert st["main_fine_zero_offset"] == -15.0 and st["usb_coarse_zero_offset"] == 2.0, dict(st)
     assert len(m["calibration"]) >= 1
     cal = m["calibration"][0]
-    assert abs(cal["fine_zero"] - 250) < 2 and abs(cal["coarse_ref"] - 30200) < 2, cal
+    # zero = EEPROM offset -15 + zero reading 150
+    assert abs(cal["fine_zero"] - 135) < 2 and abs(cal["coarse_ref"] - 30200) < 2, cal
     print("ok", len(cur), rel)
 )PY";
   std::string py;
@@ -917,7 +923,7 @@ TEST_CASE("hvpm capture: a reflashed LVPM (model 1) converts with resistor-deriv
   cfg.lvpm_resistor_offsets = {12, -7, 0, 0};
   cfg.waveform = fixtures::Waveform::constant(0.75);
   auto r = run(dir, cfg, 1.5);
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.summary.samples == r.truth.samples_sent);
   const double true_mean = r.truth.sum_true_amps / static_cast<double>(r.truth.samples_sent);
   CHECK(std::abs(r.summary.mean_current_a - true_mean) / true_mean < 1e-3);
@@ -930,7 +936,7 @@ TEST_CASE(
   auto cfg = triangle_config(dir);
   cfg.faults.drop_data_packets = {{300, 20}, {700, 3}};  // 20 wraps the 4-bit counter; 3 does not
   auto r = run(dir, cfg, 3.0);
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.truth.samples_lost_in_transit == 69);
   CHECK(r.summary.valid_samples == r.truth.samples_sent);
   std::string py;
@@ -1061,7 +1067,7 @@ TEST_CASE("hvpm faults: a disconnect ends the capture with port_gone and a reada
   cfg.faults.disconnect_at_s = 1.2;
   auto r = run(dir, cfg, 10.0);
   CHECK(r.truth.disconnected);
-  CHECK(r.summary.state == rig::CaptureState::failed);
+  CHECK(r.summary.state == dataset::CaptureState::failed);
   REQUIRE(r.summary.failure.has_value());
   CHECK(r.summary.failure->code == Errc::port_gone);
   CHECK(r.summary.samples == r.truth.samples_sent);
@@ -1081,4 +1087,339 @@ with h5py.File(sys.argv[1], "r") as f:
   rc = meltrig::test::run_python(state, {(dir / "hvpm.h5").string()}, dir.path(), &py);
   INFO(py);
   CHECK(rc == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: EEPROM registers at the device's width and signedness, PyMonsoon's start request and
+// calibration start, a realistic emulator reachable from the command line.
+
+namespace {
+
+std::array<std::uint8_t, 4> le(std::uint32_t v) {
+  return {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
+          static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};
+}
+
+std::string open_error(fixtures::HvpmEmulatorConfig cfg) {
+  rig::HvpmMonitor m(std::make_unique<fixtures::HvpmEmulator>(cfg));
+  auto info = m.open();
+  return info.ok() ? std::string() : info.error().message;
+}
+
+// The issue's offsets: main fine/coarse -15/-9, USB fine/coarse -3/-2 counts.
+fixtures::HvpmEmulatorConfig negative_offsets() {
+  fixtures::HvpmEmulatorConfig cfg;
+  cfg.main_adc.scales.fine_zero_offset = -15;
+  cfg.main_adc.scales.coarse_zero_offset = -9;
+  cfg.usb_adc.scales.fine_zero_offset = -3;
+  cfg.usb_adc.scales.coarse_zero_offset = -2;
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("hvpm registers: zero offsets signed 16-bit, scales unsigned, bytes beyond ignored") {
+  using O = hv::Opcode;
+  // By hand: -15 is 0xFFF1; bytes 2-3 are not part of a 2-byte register, whatever they hold.
+  CHECK(*hv::parse_register(O::main_fine_zero_offset, le(0x0000FFF1)) == -15);
+  CHECK(*hv::parse_register(O::main_fine_zero_offset, le(0xBEEFFFF1)) == -15);
+  CHECK(*hv::parse_register(O::usb_coarse_zero_offset, le(0xFFFF0002)) == 2);
+  CHECK(*hv::parse_register(O::main_fine_scale, le(0xBEEF8E94)) == 36500);  // unsigned 0x8E94
+  CHECK(*hv::parse_register(O::main_coarse_scale, le(0x0000FFF0)) == 65520);
+  CHECK(*hv::parse_register(O::serial_number, le(0xFFFF4E21)) == 20001);
+  CHECK(*hv::parse_register(O::main_fine_resistor_offset, le(0x000000F9)) == -7);  // int8
+  CHECK(*hv::parse_register(O::usb_passthrough, le(0xAAAAAA02)) == 2);
+  for (auto op : {O::main_fine_zero_offset, O::usb_coarse_zero_offset, O::main_fine_scale,
+                  O::aux_fine_resistor_offset, O::usb_passthrough}) {
+    for (std::int32_t v : {-15, 2, 100}) {
+      const auto f = hv::register_format(op);
+      if (!f.is_signed && v < 0) continue;
+      CHECK(*hv::parse_register(op, hv::register_reply(op, v, 0xBEEF)) == v);
+    }
+  }
+  // Impossible values are refused, naming the register.
+  auto blank = hv::parse_register(O::main_coarse_scale, le(0));
+  REQUIRE_FALSE(blank.ok());
+  CHECK(blank.error().message.find("main coarse scale (0x1B) reads 0") != std::string::npos);
+  auto erased = hv::parse_register(O::usb_fine_scale, le(0xFFFF));
+  REQUIRE_FALSE(erased.ok());
+  CHECK(erased.error().message.find("USB fine scale (0x1C) reads 65535") != std::string::npos);
+  auto absurd = hv::parse_register(O::usb_coarse_zero_offset, le(0x8000));
+  REQUIRE_FALSE(absurd.ok());
+  CHECK(absurd.error().message.find("USB coarse zero offset (0x28) reads -32768") !=
+        std::string::npos);
+
+  // Through the driver: what the emulator's EEPROM holds, with junk in the unused reply bytes.
+  auto cfg = negative_offsets();
+  cfg.usb_adc.scales.coarse_zero_offset = 7;
+  cfg.register_pad = 0xBEEF;
+  rig::HvpmMonitor m(std::make_unique<fixtures::HvpmEmulator>(cfg));
+  auto info = m.open();
+  REQUIRE_MESSAGE(info.ok(), (info.ok() ? "" : info.error().describe()));
+  const auto& d = m.device_calibration();
+  CHECK(d.main.fine_zero_offset == -15);
+  CHECK(d.main.coarse_zero_offset == -9);
+  CHECK(d.usb.fine_zero_offset == -3);
+  CHECK(d.usb.coarse_zero_offset == 7);
+  CHECK(d.main.fine_scale == 36500);
+  CHECK(d.main.coarse_scale == 6400);
+  CHECK(d.usb.fine_scale == 14000);
+  CHECK(d.usb.coarse_scale == 600);
+  CHECK(info->serial_number == "20001");
+
+  // The reflashed LVPM: 1-byte signed resistor offsets.
+  fixtures::HvpmEmulatorConfig lv;
+  lv.model = hv::Model::lvpm;
+  lv.lvpm_resistor_offsets = {-12, 7, -3, 0};
+  lv.register_pad = 0xBEEF;
+  rig::HvpmMonitor lm(std::make_unique<fixtures::HvpmEmulator>(lv));
+  REQUIRE(lm.open().ok());
+  CHECK(lm.device_calibration().main.fine_scale ==
+        doctest::Approx(hv::lvpm_fine_scale(hv::lvpm_resistor_ohm(-12))));
+  CHECK(lm.device_calibration().main.coarse_scale ==
+        doctest::Approx(hv::lvpm_coarse_scale(hv::lvpm_resistor_ohm(7))));
+  CHECK(lm.device_calibration().usb.fine_scale ==
+        doctest::Approx(hv::lvpm_fine_scale(hv::lvpm_resistor_ohm(-3))));
+
+  // A device whose EEPROM holds impossible values is refused at open(), naming the register.
+  auto no_scale = negative_offsets();
+  no_scale.main_adc.scales.coarse_scale = 0;
+  CHECK(open_error(no_scale).find("main coarse scale (0x1B) reads 0") != std::string::npos);
+  auto huge = negative_offsets();
+  huge.usb_adc.scales.fine_zero_offset = -5000;
+  CHECK(open_error(huge).find("USB fine zero offset (0x27) reads -5000") != std::string::npos);
+}
+
+TEST_CASE("hvpm calibration: nothing converts before 5 readings of main, USB and aux each") {
+  hv::DeviceCalibration dev{hv::Model::hvpm, {36500, 6400, -15, -9}, {14000, 600, -3, 2}};
+  auto cal_sample = [](bool zero, std::int16_t aux) {
+    hv::RawSample s;
+    s.main_fine = s.usb_fine = zero ? 150 : 30250;
+    s.main_coarse = s.usb_coarse = zero ? 120 : 30200;
+    s.aux_fine = s.aux_coarse = aux;
+    s.main_gain = zero ? 0x10 : 0x30;
+    return s;
+  };
+  hv::Calibrator cal(dev);
+  for (int i = 0; i < 4; ++i) {
+    cal.add(cal_sample(true, -40));
+    cal.add(cal_sample(false, 29000));
+  }
+  CHECK(cal.main_ready());        // one reading is enough for the maths...
+  CHECK_FALSE(cal.calibrated());  // ...but not for a driver: PyMonsoon waits for 5 of each
+  CHECK(cal.missing_readings().find("main fine zero 4/5") != std::string::npos);
+  cal.add(cal_sample(true, -40));
+  CHECK_FALSE(cal.calibrated());
+  CHECK(cal.missing_readings() ==
+        "main fine ref 4/5, main coarse ref 4/5, USB fine ref 4/5, "
+        "USB coarse ref 4/5, aux fine ref 4/5, aux coarse ref 4/5");
+  cal.add(cal_sample(false, 29000));
+  CHECK(cal.calibrated());
+  CHECK(cal.missing_readings().empty());
+  // Aux words of 0 are "not measured": main and USB alone never complete the calibration.
+  hv::Calibrator no_aux(dev);
+  for (int i = 0; i < 10; ++i) {
+    no_aux.add(cal_sample(true, 0));
+    no_aux.add(cal_sample(false, 0));
+  }
+  CHECK_FALSE(no_aux.calibrated());
+  CHECK(no_aux.missing_readings() ==
+        "aux fine zero 0/5, aux fine ref 0/5, aux coarse zero 0/5, aux coarse ref 0/5");
+
+  // Through the driver: 2 calibration samples per burst (bursts at samples 0, 6250, 12500) give
+  // 5 readings with the third burst; every sample before it is an `uncalibrated` gap.
+  TempDir dir;
+  auto cfg = negative_offsets();
+  cfg.cal_samples = 2;
+  cfg.waveform = fixtures::Waveform::constant(0.8);
+  auto r = run(dir, cfg, 3.5);
+  CHECK(r.summary.state == rig::CaptureState::complete);
+  const std::uint64_t uncal = counter(r.summary, "uncalibrated_samples");
+  CHECK(uncal >= 12498);  // the packet holding sample 12500 may start up to 2 samples before it
+  CHECK(uncal <= 12500);
+  CHECK(counter(r.summary, "missing_samples") == uncal);
+  CHECK(r.summary.samples == r.truth.samples_sent);
+  CHECK(r.summary.valid_samples == r.truth.samples_sent - uncal);
+  CHECK(std::abs(r.summary.mean_current_a - 0.8) / 0.8 < 1e-3);
+  const char* script = R"PY(
+import sys, h5py, numpy as np
+uncal = int(sys.argv[2])
+with h5py.File(sys.argv[1], "r") as f:
+    m = f["monitor"]
+    cur = m["current"][:]
+    nan = np.flatnonzero(np.isnan(cur))
+    assert list(nan) == list(range(uncal)), (nan[:5], len(nan), uncal)
+    gaps = m["gaps"][:]
+    assert all(int(g["kind"]) == 5 for g in gaps), gaps
+    assert sum(int(g["count"]) for g in gaps) == uncal
+    assert int(m["calibration"][0]["sample_index"]) == uncal, m["calibration"][:]
+    print("ok", uncal, len(gaps))
+)PY";
+  std::string py;
+  int rc = meltrig::test::run_python(script, {(dir / "hvpm.h5").string(), std::to_string(uncal)},
+                                     dir.path(), &py);
+  INFO(py);
+  CHECK(rc == 0);
+}
+
+TEST_CASE("hvpm capture: negative zero offsets, mean current within 0.1% of the truth") {
+  TempDir dir;
+  auto cfg = negative_offsets();
+  // Fine range (30 mA) and coarse range (1.5 A) in turn, so every offset matters.
+  auto w = fixtures::Waveform::steps({{0, 0.03}, {1.0, 1.5}, {2.0, 0.03}});
+  REQUIRE(w.ok());
+  cfg.waveform = *w;
+  cfg.usb_current_a = 0.004;  // USB fine range
+  rig::MonitorConfig mc;
+  mc.usb_passthrough = rig::MonitorConfig::UsbPassthrough::on;
+  auto r = run(dir, cfg, 3.0, {}, mc);
+  REQUIRE(r.summary.state == rig::CaptureState::complete);
+  REQUIRE(r.truth.samples_sent > 10'000);
+  CHECK(r.summary.samples == r.truth.samples_sent);
+  CHECK(r.summary.valid_samples == r.truth.samples_sent);
+  const double truth = r.truth.sum_true_amps / static_cast<double>(r.truth.samples_sent);
+  const double err = std::abs(r.summary.mean_current_a - truth) / truth;
+  MESSAGE("negative offsets: mean " << r.summary.mean_current_a << " A, truth " << truth
+                                    << " A, relative error " << err);
+  CHECK(err < 1e-3);
+  // PyMonsoon's start request: wIndex 0.
+  bool started = false;
+  for (const auto& t : r.truth.control_log) {
+    if (t.request != 0x02) continue;
+    CHECK(t.index == 0);
+    CHECK(t.value == 1250);
+    started = true;
+  }
+  CHECK(started);
+
+  // What the driver did before (offsets read as unsigned 32-bit words): the same samples convert
+  // with offsets of 65521, 65527, 65533, 65534 counts.
+  hv::DeviceCalibration unsigned_read{
+      hv::Model::hvpm, {36500, 6400, 65536 - 15, 65536 - 9}, {14000, 600, 65536 - 3, 65536 - 2}};
+  hv::Calibrator old(unsigned_read);
+  hv::Calibrator exact({hv::Model::hvpm, cfg.main_adc.scales, cfg.usb_adc.scales});
+  for (bool zero : {true, false}) {
+    hv::RawSample s;
+    const auto& a = cfg.main_adc;
+    s.main_fine = static_cast<std::uint16_t>(zero ? a.fine_zero_cal : a.fine_ref_cal);
+    s.main_coarse = static_cast<std::uint16_t>(zero ? a.coarse_zero_cal : a.coarse_ref_cal);
+    s.usb_fine =
+        static_cast<std::uint16_t>(zero ? cfg.usb_adc.fine_zero_cal : cfg.usb_adc.fine_ref_cal);
+    s.usb_coarse =
+        static_cast<std::uint16_t>(zero ? cfg.usb_adc.coarse_zero_cal : cfg.usb_adc.coarse_ref_cal);
+    s.main_gain = zero ? 0x10 : 0x30;
+    old.add(s);
+    exact.add(s);
+  }
+  double worst = 0, old_mean = 0;
+  for (double amps : {0.03, 1.5, 0.03}) {  // the waveform's steps, a second each
+    hv::RawSample s;
+    auto words = hv::quantize_current(amps, cfg.main_adc, hv::Model::hvpm);
+    s.main_fine = words[0];
+    s.main_coarse = words[1];
+    CHECK(exact.main_amps(s) == doctest::Approx(amps).epsilon(1e-3));
+    worst = std::max(worst, std::abs(old.main_amps(s) - amps));
+    old_mean += old.main_amps(s) / 3;
+  }
+  MESSAGE("offsets read unsigned (the driver before issue 16): up to "
+          << worst << " A wrong; mean " << old_mean << " A for a true 0.52 A ("
+          << (old_mean - 0.52) / 0.52 * 100 << "%)");
+  CHECK(worst > 1.0);
+}
+
+TEST_CASE("hvpm emulated: hvpm:emulated specs reach the real driver; the truth as JSON") {
+  fixtures::HvpmEmulatorConfig def;  // the default EEPROM: both signs, non-zero aux words
+  CHECK(def.main_adc.scales.fine_zero_offset < 0);
+  CHECK(def.usb_adc.scales.coarse_zero_offset > 0);
+  CHECK(def.aux_cal[0] != 0);
+  CHECK(def.aux_cal[3] != 0);
+  CHECK(def.aux_fine_scale > 0);
+
+  auto parsed = fixtures::parse_emulated_hvpm(std::vector<std::pair<std::string, std::string>>{
+      {"main_fine_zero", "-15"}, {"usb_coarse_zero", "3"}, {"current", "0.25"}, {"seed", "9"}});
+  REQUIRE(parsed.ok());
+  CHECK(parsed->config.main_adc.scales.fine_zero_offset == -15);
+  CHECK(parsed->config.usb_adc.scales.coarse_zero_offset == 3);
+  CHECK(parsed->config.waveform.at(1.0) == 0.25);
+  auto bad = fixtures::parse_emulated_hvpm(
+      std::vector<std::pair<std::string, std::string>>{{"main_fine_zero", "-1.5"}});
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("main_fine_zero=-1.5") != std::string::npos);
+  auto unknown = fixtures::parse_emulated_hvpm(
+      std::vector<std::pair<std::string, std::string>>{{"curent", "1"}});
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.error().message.find("unknown option \"curent\"") != std::string::npos);
+
+  rig::HvpmMonitor::set_emulator_factory(&fixtures::make_emulated_hvpm);
+  TempDir dir;
+  const auto truth_path = dir / "truth.json";
+  auto spec = rig::DeviceSpec::parse(
+      "hvpm:emulated,main_fine_zero=-15,main_coarse_zero=-9,usb_fine_zero=-3,usb_coarse_zero=-2,"
+      "current=0.25,truth=" +
+      truth_path.string());
+  REQUIRE(spec.ok());
+  auto monitor = rig::make_monitor(*spec);
+  REQUIRE_MESSAGE(monitor.ok(), (monitor.ok() ? "" : monitor.error().describe()));
+  auto info = (*monitor)->open();
+  REQUIRE(info.ok());
+  rig::CaptureOptions opt;
+  opt.output = dir / "emulated.h5";
+  opt.duration_s = 2.0;
+  auto s = rig::run_capture(**monitor, *info, opt);
+  REQUIRE(s.ok());
+  (*monitor)->close();
+  std::ifstream f(truth_path);
+  auto j = nlohmann::json::parse(f);
+  CHECK(j["samples_sent"].get<std::uint64_t>() == s->samples);
+  CHECK(j["samples_generated"].get<std::uint64_t>() >= s->samples);
+  CHECK(j["mean_current_a"].get<double>() == doctest::Approx(0.25));
+  CHECK(j["mean_voltage_v"].get<double>() == doctest::Approx(4.0));
+  CHECK(j["eeprom"]["main_fine_zero_offset"].get<double>() == -15);
+  CHECK(std::abs(s->mean_current_a - 0.25) / 0.25 < 1e-3);
+
+  auto bad_spec = rig::make_monitor(*rig::DeviceSpec::parse("hvpm:emulated:main_fine_scale=x"));
+  REQUIRE_FALSE(bad_spec.ok());
+  CHECK(bad_spec.error().message.find("hvpm:emulated:main_fine_scale=x") != std::string::npos);
+  CHECK(bad_spec.error().message.find("option main_fine_scale=x") != std::string::npos);
+}
+
+TEST_CASE("hvpm emulated: meltrig capture --monitor hvpm:emulated,... through the CLI") {
+  TempDir dir;
+  const auto truth = dir / "truth.json";
+  const auto out = dir / "cli.h5";
+  meltrig::test::Process p(
+      {meltrig::test::cli(), "capture", "--monitor",
+       "hvpm:emulated,main_fine_zero=-15,main_coarse_zero=-9,usb_fine_zero=-3,usb_coarse_zero=-2,"
+       "current=0.25,truth=" +
+           truth.string(),
+       "--duration", "2", "-q", "-o", out.string()},
+      dir.path(), "capture");
+  const int rc = p.wait();
+  INFO(p.out() << p.err());
+  REQUIRE(rc == 0);
+  const char* script = R"PY(
+import sys, json, h5py, numpy as np
+truth = json.load(open(sys.argv[2]))
+with h5py.File(sys.argv[1], "r") as f:
+    m = f["monitor"]
+    cur = m["current"][:]
+    assert len(cur) == truth["samples_sent"], (len(cur), truth)
+    err = abs(float(np.nanmean(cur)) - truth["mean_current_a"]) / truth["mean_current_a"]
+    assert err < 1e-3, err
+    assert abs(float(np.nanmean(m["voltage"][:])) - truth["mean_voltage_v"]) < 1e-4
+    assert m["status_at_start"].attrs["main_fine_zero_offset"] == -15.0
+    print("ok", len(cur), err)
+)PY";
+  std::string py;
+  int prc = meltrig::test::run_python(script, {out.string(), truth.string()}, dir.path(), &py);
+  INFO(py);
+  CHECK(prc == 0);
+
+  meltrig::test::Process bad(
+      {meltrig::test::cli(), "capture", "--monitor", "hvpm:emulated:usb_fine_zero=-40000",
+       "--duration", "1", "-q", "-o", (dir / "bad.h5").string()},
+      dir.path(), "bad");
+  CHECK(bad.wait() == 2);
+  CHECK(bad.err().find("option usb_fine_zero=-40000") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.h5"));
 }

@@ -38,7 +38,7 @@ TEST_CASE(
   opt.ring_blocks = 8;  // a small ring: the writer must keep up through back-pressure, not drops
   auto s = rig::run_capture(**m, *info, opt);
   REQUIRE(s.ok());
-  CHECK(s->state == rig::CaptureState::complete);
+  CHECK(s->state == dataset::CaptureState::complete);
   CHECK(s->end_reason.find("delivered") != std::string::npos);
   // Whole packets of 31 samples: the largest multiple of 31 not above 3,000,000.
   CHECK(s->samples == 3'000'000 / 31 * 31);
@@ -118,7 +118,7 @@ TEST_CASE("long captures: the LVPM pty emulator on a 20x virtual clock delivers 
   monitor.close();
   (*emu)->stop();
   auto t = (*emu)->truth();
-  CHECK(s->state == rig::CaptureState::complete);
+  CHECK(s->state == dataset::CaptureState::complete);
   CHECK(t.samples_dropped == 0);
   CHECK(s->samples == t.samples_sent);
   CHECK(s->samples >= 300'000);  // 60 s at 5 kHz

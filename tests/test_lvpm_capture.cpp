@@ -91,7 +91,7 @@ TEST_CASE("lvpm capture: 10 s of a known waveform over a pty reads back exactly 
   auto out = dir / "ten.h5";
   auto c = capture_from_emulator(cfg, out, 10.0);
 
-  CHECK(c.summary.state == rig::CaptureState::complete);
+  CHECK(c.summary.state == dataset::CaptureState::complete);
   CHECK(c.truth.samples_dropped == 0);
   CHECK(c.truth.samples_sent >= 49'000);
   // Every sample the emulator emitted is in the file, no more, no less.
@@ -124,7 +124,7 @@ TEST_CASE(
     cfg.hardware_revision = rev;
     cfg.waveform = fixtures::Waveform::constant(0.5);
     auto c = capture_from_emulator(cfg, dir / ("rev" + std::to_string(rev) + ".h5"), 1.5, 4.2);
-    REQUIRE(c.summary.state == rig::CaptureState::complete);
+    REQUIRE(c.summary.state == dataset::CaptureState::complete);
     REQUIRE(c.summary.samples > 5000);
     if (rev == 1) {
       // Every sample reads the full scale, 65532 x 62.5 uV, and every one is counted.
@@ -146,7 +146,7 @@ TEST_CASE("lvpm capture: a 20-packet gap is counted exactly and later samples ke
   cfg.faults.drop_data_packets = {{300, 20}, {700, 3}};  // 20 wraps the 4-bit counter; 3 does not
   auto out = dir / "gap.h5";
   auto c = capture_from_emulator(cfg, out, 4.0);
-  CHECK(c.summary.state == rig::CaptureState::complete);
+  CHECK(c.summary.state == dataset::CaptureState::complete);
   CHECK(c.truth.samples_dropped == 230);
   CHECK(c.summary.samples == c.truth.samples_generated);
   CHECK(c.summary.valid_samples == c.truth.samples_sent);

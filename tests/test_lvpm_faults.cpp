@@ -170,7 +170,7 @@ TEST_CASE("lvpm faults: a disconnect ends the capture as failed with every sampl
   f.disconnect_at_s = 1.5;
   auto r = run(dir, f, 10.0);
   CHECK(r.truth.disconnected);
-  CHECK(r.summary.state == rig::CaptureState::failed);
+  CHECK(r.summary.state == dataset::CaptureState::failed);
   REQUIRE(r.summary.failure.has_value());
   CHECK(r.summary.failure->code == Errc::port_gone);
   CHECK(r.summary.samples == r.truth.samples_sent);

@@ -832,7 +832,7 @@ TEST_CASE("ppk2 capture: a known waveform with logic edges reads back exactly th
   auto out = dir / "known.h5";
   auto r = capture(cfg, out, 2.0, 3.3);
 
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   CHECK(r.truth.samples_dropped == 0);
   CHECK(r.truth.samples_sent >= 190'000);
   CHECK(r.truth.source_mv == 3300);
@@ -1043,7 +1043,7 @@ TEST_CASE("ppk2 faults: a disconnect ends the capture with port_gone and a reada
   cfg.faults.disconnect_at_s = 1.0;
   auto r = capture(cfg, dir / "f.h5", 10.0);
   CHECK(r.truth.disconnected);
-  CHECK(r.summary.state == rig::CaptureState::failed);
+  CHECK(r.summary.state == dataset::CaptureState::failed);
   REQUIRE(r.summary.failure.has_value());
   CHECK(r.summary.failure->code == Errc::port_gone);
   CHECK(r.summary.samples == r.truth.samples_sent);
@@ -1082,7 +1082,7 @@ TEST_CASE("ppk2 driver: metadata without calibration keys is used with defaults,
   CHECK(info->fixed_voltage_v == doctest::Approx(3.7));  // the VDD the device lists
   CHECK(info->voltage_channel == -1);
   REQUIRE(info->channels.size() == 2);
-  CHECK(info->channels[1].type == rig::SampleType::u8);
+  CHECK(info->channels[1].type == dataset::SampleType::u8);
   // Settings the PPK2 does not have are refused, an impossible voltage too.
   rig::MonitorConfig mc;
   mc.current_limit_a = 1.0;

@@ -15,6 +15,7 @@
 #include "meltrig/fixtures/sim_scenario.hpp"
 #include "meltrig/fixtures/sim_world.hpp"
 #include "meltrig/targets/markers.hpp"
+#include "sim_support.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -22,50 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using meltrig::Errc;
 using namespace meltrig::fixtures::sim;
-
-fs::path scenario_dir() {
-  return fs::path(MELTRIG_SOURCE_DIR) / "examples" / "scenarios";
-}
-
-Scenario load(const std::string& file) {
-  auto s = load_scenario(scenario_dir() / file);
-  REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().describe()));
-  return s.value();
-}
-
-World build(const Scenario& s, std::uint64_t seed) {
-  auto w = World::build(s, seed);
-  REQUIRE_MESSAGE(w.ok(), (w.ok() ? "" : w.error().describe()));
-  return std::move(w).value();
-}
-
-Scenario parse_ok(const std::string& text) {
-  auto s = parse_scenario(text, "test.toml");
-  REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().describe()));
-  return s.value();
-}
-
-std::string text_of(const std::string& file) {
-  return meltrig::test::read_file(scenario_dir() / file);
-}
-
-std::string replace_once(std::string s, const std::string& from, const std::string& to) {
-  auto p = s.find(from);
-  REQUIRE_MESSAGE(p != std::string::npos, from);
-  return s.replace(p, from.size(), to);
-}
-
-/// Least-squares slope of y over x.
-double slope(const std::vector<double>& x, const std::vector<double>& y) {
-  double n = static_cast<double>(x.size()), sx = 0, sy = 0, sxx = 0, sxy = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    sx += x[i];
-    sy += y[i];
-    sxx += x[i] * x[i];
-    sxy += x[i] * y[i];
-  }
-  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
-}
+using namespace meltrig::test::simw;
 
 // A small phone scenario for clock tests: 50 ppm fast, no tempco, a suspend while idle, a
 // realtime step; everything else default.
@@ -278,8 +236,12 @@ TEST_CASE("sim world: energy over the run equals the phase sum and a fine numeri
   for (const TokenTruth& t : tr.tokens)
     tokens += t.energy_j;
   CHECK(tokens == doctest::Approx(tr.reps[0].decode_j).epsilon(1e-12));
-  // No USB: charge is energy / voltage; outside the run nothing flows.
-  CHECK(w.charge_c(0.0, T) == doctest::Approx(tr.energy_j / s.device.supply_v).epsilon(1e-12));
+  // No USB: charge is the supply-side energy / voltage, which is the device energy less what the
+  // rail (50 us) still holds at the end; outside the run nothing flows.
+  CHECK(w.charge_c(0.0, T) * s.device.supply_v ==
+        doctest::Approx(tr.energy_j - tr.rail_stored_j).epsilon(1e-12));
+  CHECK(tr.rail_stored_j > 0.0);
+  CHECK(tr.rail_stored_j < 1e-6 * tr.energy_j);
   CHECK(w.power_w(-1.0) == 0.0);
   CHECK(w.power_w(T + 1.0) == 0.0);
   CHECK(w.energy_j(T, T + 10.0) == 0.0);
@@ -535,25 +497,29 @@ TEST_CASE("sim world: a USB connection lowers the supply current by the configur
   const double v = s.device.supply_v;
   const double f = s.usb.supply_fraction;
   // Connected 0..10 s and 25..60 s, cut by the hub at 35 s.
+  // USB takes its share of the rail-filtered supply power.
   for (double t : {1.0, 9.0, 30.0}) {
     CHECK(w.usb_share(t) == f);
-    CHECK(w.supply_current_a(t) == doctest::Approx(w.power_w(t) * (1.0 - f) / v).epsilon(1e-12));
-    CHECK(w.supply_current_a(t, false) == doctest::Approx(w.power_w(t) / v).epsilon(1e-12));
+    CHECK(w.supply_current_a(t) ==
+          doctest::Approx(w.supply_power_w(t) * (1.0 - f) / v).epsilon(1e-12));
+    CHECK(w.supply_current_a(t, false) == doctest::Approx(w.supply_power_w(t) / v).epsilon(1e-12));
   }
   for (double t : {20.0, 36.0}) {
     CHECK(w.usb_share(t) == 0.0);
-    CHECK(w.supply_current_a(t) == doctest::Approx(w.power_w(t) / v).epsilon(1e-12));
+    CHECK(w.supply_current_a(t) == doctest::Approx(w.supply_power_w(t) / v).epsilon(1e-12));
     CHECK(w.supply_current_a(t, true) ==
-          doctest::Approx(w.power_w(t) * (1.0 - f) / v).epsilon(1e-12));
+          doctest::Approx(w.supply_power_w(t) * (1.0 - f) / v).epsilon(1e-12));
   }
   // 30 s is mid-decode: the monitor sees 40 % of a multi-watt load.
   CHECK(w.power_w(30.0) > 3.0);
   CHECK(w.charge_c(25.0, 35.0) ==
-        doctest::Approx(w.energy_j(25.0, 35.0) * (1.0 - f) / v).epsilon(1e-12));
-  CHECK(w.charge_c(11.0, 24.0) == doctest::Approx(w.energy_j(11.0, 24.0) / v).epsilon(1e-12));
-  double usb = f * (w.energy_j(0.0, 10.0) + w.energy_j(25.0, 35.0));
+        doctest::Approx(w.supply_side_energy_j(25.0, 35.0) * (1.0 - f) / v).epsilon(1e-12));
+  CHECK(w.charge_c(11.0, 24.0) ==
+        doctest::Approx(w.supply_side_energy_j(11.0, 24.0) / v).epsilon(1e-12));
+  double usb = f * (w.supply_side_energy_j(0.0, 10.0) + w.supply_side_energy_j(25.0, 35.0));
   CHECK(w.truth().usb_energy_j == doctest::Approx(usb).epsilon(1e-12));
-  CHECK(w.truth().charge_c == doctest::Approx((w.truth().energy_j - usb) / v).epsilon(1e-12));
+  CHECK(w.truth().charge_c ==
+        doctest::Approx((w.truth().energy_j - w.truth().rail_stored_j - usb) / v).epsilon(1e-12));
 }
 
 TEST_CASE(

@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 namespace meltrig::fw::hvpm {
@@ -195,7 +196,7 @@ ControlTransfer start_sampling(std::uint16_t calibration_interval_ms, std::uint3
   t.request_type = kRequestTypeOut;
   t.request = static_cast<std::uint8_t>(Request::start);
   t.value = calibration_interval_ms;
-  t.index = static_cast<std::uint16_t>(Request::start);
+  t.index = 0;
   put_le32(t.data.data(), max_samples);
   t.length = 4;
   return t;
@@ -215,6 +216,75 @@ Result<std::uint32_t> parse_value_reply(Opcode op, std::span<const std::uint8_t>
                                                 " byte(s), expected 4");
   }
   return le32(reply);
+}
+
+RegisterFormat register_format(Opcode op) {
+  switch (op) {
+    case Opcode::main_fine_zero_offset:
+    case Opcode::main_coarse_zero_offset:
+    case Opcode::usb_fine_zero_offset:
+    case Opcode::usb_coarse_zero_offset:
+      return {2, true};
+    case Opcode::main_fine_resistor_offset:
+    case Opcode::main_coarse_resistor_offset:
+    case Opcode::usb_fine_resistor_offset:
+    case Opcode::usb_coarse_resistor_offset:
+    case Opcode::aux_fine_resistor_offset:
+    case Opcode::aux_coarse_resistor_offset:
+      return {1, true};
+    case Opcode::protocol_version:
+    case Opcode::usb_passthrough:
+    case Opcode::voltage_channel:
+    case Opcode::start_status:
+      return {1, false};
+    case Opcode::output_voltage:
+      return {4, false};
+    default:
+      return {2, false};
+  }
+}
+
+namespace {
+bool is_current_scale(Opcode op) {
+  return op == Opcode::main_fine_scale || op == Opcode::main_coarse_scale ||
+         op == Opcode::usb_fine_scale || op == Opcode::usb_coarse_scale;
+}
+}  // namespace
+
+Result<std::int32_t> parse_register(Opcode op, std::span<const std::uint8_t> reply) {
+  auto raw = parse_value_reply(op, reply);
+  if (!raw) return raw.error();
+  const RegisterFormat f = register_format(op);
+  std::int32_t v = 0;
+  if (f.bytes == 1) {
+    v = f.is_signed ? static_cast<std::int8_t>(*raw & 0xFF)
+                    : static_cast<std::int32_t>(*raw & 0xFF);
+  } else if (f.bytes == 2) {
+    v = f.is_signed ? static_cast<std::int16_t>(*raw & 0xFFFF)
+                    : static_cast<std::int32_t>(*raw & 0xFFFF);
+  } else {
+    v = static_cast<std::int32_t>(*raw);  // 4-byte registers: only the output voltage (< 2^24)
+  }
+  auto bad = [&](const std::string& why) {
+    return make_error(Errc::protocol_error,
+                      opcode_name(op) + " reads " + std::to_string(v) + ": " + why);
+  };
+  if (is_current_scale(op) && (v == 0 || v == 0xFFFF))
+    return bad("a blank EEPROM value; the monitor holds no calibration");
+  if (f.bytes == 2 && f.is_signed && std::abs(v) > kMaxZeroOffsetCounts) {
+    return bad("beyond +-" + std::to_string(kMaxZeroOffsetCounts) +
+               " counts; real units carry tens of counts (a corrupt or unprogrammed EEPROM)");
+  }
+  return v;
+}
+
+std::array<std::uint8_t, 4> register_reply(Opcode op, std::int32_t value, std::uint16_t pad) {
+  const RegisterFormat f = register_format(op);
+  std::array<std::uint8_t, 4> out{};
+  put_le32(out.data(), static_cast<std::uint32_t>(value));
+  for (std::size_t i = f.bytes; i < out.size(); ++i)
+    out[i] = static_cast<std::uint8_t>(i % 2 ? pad >> 8 : pad & 0xFF);
+  return out;
 }
 
 Result<std::uint32_t> output_voltage_raw(double volts, Model model) {
@@ -470,10 +540,17 @@ void Calibrator::add(const RawSample& s) {
   const SampleKind k = s.kind();
   if (k != SampleKind::zero_cal && k != SampleKind::ref_cal) return;
   const std::size_t ref = k == SampleKind::ref_cal ? 1 : 0;
-  const std::uint16_t words[4] = {s.main_fine, s.main_coarse, s.usb_fine, s.usb_coarse};
-  for (std::size_t i = 0; i < 4; ++i) {
+  const std::uint16_t words[6] = {s.main_fine,
+                                  s.main_coarse,
+                                  s.usb_fine,
+                                  s.usb_coarse,
+                                  static_cast<std::uint16_t>(s.aux_fine),
+                                  static_cast<std::uint16_t>(s.aux_coarse)};
+  for (std::size_t i = 0; i < 6; ++i) {
     if (words[i] == 0) continue;  // PyMonsoon: a word of 0 was not measured
-    w_[2 * i + ref].push(word(words[i]));
+    // Aux words are signed on both models.
+    w_[2 * i + ref].push(i >= 4 ? static_cast<double>(static_cast<std::int16_t>(words[i]))
+                                : word(words[i]));
   }
   recompute();
 }
@@ -483,6 +560,25 @@ bool Calibrator::main_ready() const {
 }
 bool Calibrator::usb_ready() const {
   return w_[4].count && w_[5].count && w_[6].count && w_[7].count;
+}
+
+bool Calibrator::calibrated() const {
+  return std::all_of(w_.begin(), w_.end(), [](const Window& w) { return w.count >= kWindow; });
+}
+
+std::string Calibrator::missing_readings() const {
+  static constexpr const char* kNames[12] = {
+      "main fine zero", "main fine ref", "main coarse zero", "main coarse ref",
+      "USB fine zero",  "USB fine ref",  "USB coarse zero",  "USB coarse ref",
+      "aux fine zero",  "aux fine ref",  "aux coarse zero",  "aux coarse ref"};
+  std::string out;
+  for (std::size_t i = 0; i < w_.size(); ++i) {
+    if (w_[i].count >= kWindow) continue;
+    if (!out.empty()) out += ", ";
+    out +=
+        std::string(kNames[i]) + " " + std::to_string(w_[i].count) + "/" + std::to_string(kWindow);
+  }
+  return out;
 }
 
 ChannelCal Calibrator::main() const {

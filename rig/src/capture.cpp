@@ -179,7 +179,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
 
   // The writer's counters: the driver's, then the capture's own.
   std::vector<Counter> initial = monitor.counters();
-  CaptureLayout layout;
+  dataset::CaptureLayout layout;
   for (const auto& c : initial)
     layout.counter_names.emplace_back(c.name);
   layout.counter_names.emplace_back("ring_overflow_samples");
@@ -224,12 +224,12 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   layout.status_at_start = info.status;
   layout.chunk_samples = info.nominal_rate_hz >= 1e6 ? 65536 : 16384;
   layout.compression = opt.compression               ? *opt.compression
-                       : info.nominal_rate_hz >= 1e6 ? Compression::lz4()
-                                                     : Compression::deflate(1);
+                       : info.nominal_rate_hz >= 1e6 ? dataset::Compression::lz4()
+                                                     : dataset::Compression::deflate(1);
 
-  auto created = CaptureWriter::create(opt.output, layout);
+  auto created = dataset::CaptureWriter::create(opt.output, layout);
   if (!created) return created.error();
-  CaptureWriter writer = std::move(created.value());
+  dataset::CaptureWriter writer = std::move(created.value());
 
   Pipeline pipe(opt.ring_blocks, *opt.clock, std::move(slots.value()),
                 opt.wait_when_full || info.can_wait);
@@ -241,10 +241,10 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   std::atomic<bool> writer_failed{false};
 
   if (auto r = monitor.start(); !r) {
-    (void)writer.finish(CaptureState::failed, r.error().describe());
+    (void)writer.finish(dataset::CaptureState::failed, r.error().describe());
     CaptureSummary s;
     s.output = opt.output;
-    s.state = CaptureState::failed;
+    s.state = dataset::CaptureState::failed;
     s.failure = r.error();
     s.end_reason = r.error().describe();
     return s;
@@ -381,7 +381,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
           else
             cols[c] = std::span<const std::uint8_t>(b->u8[slot].data(), b->count);
         }
-        auto r = writer.append(SampleBlock{cols});
+        auto r = writer.append(dataset::SampleBlock{cols});
         pipe.ring_.pop();
         if (!r) {
           fail(r.error());
@@ -421,7 +421,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   });
 
   // Supervise.
-  CaptureState state = CaptureState::complete;
+  dataset::CaptureState state = dataset::CaptureState::complete;
   std::string reason;
   std::int64_t last_progress = t0;
   while (true) {
@@ -429,7 +429,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
     std::int64_t now = opt.clock->now_ns();
     double elapsed = static_cast<double>(now - t0) * 1e-9;
     if (opt.interrupt && opt.interrupt->load()) {
-      state = CaptureState::interrupted;
+      state = dataset::CaptureState::interrupted;
       reason = "interrupted after " + std::to_string(elapsed) + " s";
       break;
     }
@@ -463,13 +463,14 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   reader.join();
   writer_thread.join();
 
-  if (!source_finished.empty() && state == CaptureState::complete) reason = source_finished;
+  if (!source_finished.empty() && state == dataset::CaptureState::complete)
+    reason = source_finished;
   if (reader_error) {
-    state = CaptureState::failed;
+    state = dataset::CaptureState::failed;
     reason = reader_error->describe();
   }
   if (writer_error) {
-    state = CaptureState::failed;
+    state = dataset::CaptureState::failed;
     reason = writer_error->describe();
   }
   CaptureSummary s;
@@ -496,7 +497,7 @@ Result<CaptureSummary> run_capture(Monitor& monitor, const MonitorInfo& info,
   }
   s.counters.push_back({"ring_overflow_samples", pipe.overflow_samples_.load()});
   if (auto r = writer.finish(state, reason); !r && !s.failure) {
-    s.state = CaptureState::failed;
+    s.state = dataset::CaptureState::failed;
     s.failure = r.error();
     s.end_reason = r.error().describe();
   }

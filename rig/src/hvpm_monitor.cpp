@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 
 namespace meltrig::rig {
@@ -23,6 +24,7 @@ const char* model_name(hv::Model m) {
 }
 
 constexpr std::uint64_t kInvalidPacketsLogged = 5;
+constexpr std::uint64_t kUncalibratedWarnSamples = 20000;
 
 }  // namespace
 
@@ -52,11 +54,42 @@ std::vector<Candidate> HvpmMonitor::find(std::span<const fw::PortInfo>) {
   return out;
 }
 
+namespace {
+std::atomic<HvpmMonitor::EmulatorFactory> g_emulator_factory{nullptr};
+}  // namespace
+
+void HvpmMonitor::set_emulator_factory(EmulatorFactory f) {
+  g_emulator_factory.store(f);
+}
+
+Result<std::unique_ptr<Monitor>> HvpmMonitor::make_emulated(const DeviceSpec& spec) {
+  auto factory = g_emulator_factory.load();
+  if (!factory) {
+    return make_error(Errc::invalid_argument,
+                      "device spec \"" + spec.str() + "\": this program has no HVPM emulator");
+  }
+  auto t = factory(spec.options);
+  if (!t) {
+    return make_error(t.error().code, "device spec \"" + spec.str() + "\": " + t.error().message);
+  }
+  Options o;
+  o.port = "emulated";
+  return std::unique_ptr<Monitor>(new HvpmMonitor(std::move(t.value()), o));
+}
+
 Result<std::unique_ptr<Monitor>> HvpmMonitor::make(const DeviceSpec& spec) {
   auto bad = [&](const std::string& why) {
     return make_error(Errc::invalid_argument, "device spec \"" + spec.str() + "\": " + why);
   };
-  if (spec.port != "usb") return bad("HVPM devices are named hvpm:usb[:serial=NNN]");
+  if (spec.port == "emulated") return make_emulated(spec);
+  if (spec.port.starts_with("emulated,")) {
+    // "hvpm:emulated,key=value,...": the options written after a comma rather than a colon.
+    auto d = DeviceSpec::parse("hvpm:emulated:" + spec.port.substr(9));
+    if (!d) return d.error();
+    return make_emulated(*d);
+  }
+  if (spec.port != "usb")
+    return bad("HVPM devices are named hvpm:usb[:serial=NNN] or hvpm:emulated[:key=value,...]");
   Options o;
   std::optional<std::string> serial;
   for (const auto& [k, v] : spec.options) {
@@ -93,7 +126,7 @@ Result<void> HvpmMonitor::send(const hv::ControlTransfer& t) {
   return transport_->control_out(t.request, t.value, t.index, t.payload(), opt_.io_timeout);
 }
 
-Result<std::uint32_t> HvpmMonitor::get(hv::Opcode op) {
+Result<std::int32_t> HvpmMonitor::get(hv::Opcode op) {
   if (!transport_) return make_error(Errc::port_gone, opt_.port + ": closed");
   const hv::ControlTransfer t = hv::get_value(op);
   std::array<std::uint8_t, 4> reply{};
@@ -103,9 +136,55 @@ Result<std::uint32_t> HvpmMonitor::get(hv::Opcode op) {
     e.message = "reading " + hv::opcode_name(op) + ": " + e.message;
     return e;
   }
-  auto v = hv::parse_value_reply(op, std::span<const std::uint8_t>(reply.data(), *n));
+  // At the register's own width and signedness: zero offsets are signed 16-bit.
+  auto v = hv::parse_register(op, std::span<const std::uint8_t>(reply.data(), *n));
   if (!v) return make_error(Errc::protocol_error, where() + ": " + v.error().message);
   return *v;
+}
+
+Result<void> HvpmMonitor::read_calibration() {
+  using O = hv::Opcode;
+  device_ = hv::DeviceCalibration{};
+  device_.model = model_;
+  if (model_ == hv::Model::hvpm) {
+    struct Field {
+      O op;
+      double* dst;
+    };
+    const Field fields[] = {
+        {O::main_fine_scale, &device_.main.fine_scale},
+        {O::main_coarse_scale, &device_.main.coarse_scale},
+        {O::usb_fine_scale, &device_.usb.fine_scale},
+        {O::usb_coarse_scale, &device_.usb.coarse_scale},
+        {O::main_fine_zero_offset, &device_.main.fine_zero_offset},
+        {O::main_coarse_zero_offset, &device_.main.coarse_zero_offset},
+        {O::usb_fine_zero_offset, &device_.usb.fine_zero_offset},
+        {O::usb_coarse_zero_offset, &device_.usb.coarse_zero_offset},
+        {O::aux_fine_scale, &aux_scales_[0]},
+        {O::aux_coarse_scale, &aux_scales_[1]},
+    };
+    for (const auto& f : fields) {
+      auto v = get(f.op);  // range-checked: a blank scale or an absurd offset is refused here
+      if (!v) return v.error();
+      *f.dst = static_cast<double>(*v);
+    }
+    return {};
+  }
+  // The LVPM's scales follow from its sense resistors; it has no zero offsets (PyMonsoon).
+  const O ops[6] = {O::main_fine_resistor_offset, O::main_coarse_resistor_offset,
+                    O::usb_fine_resistor_offset,  O::usb_coarse_resistor_offset,
+                    O::aux_fine_resistor_offset,  O::aux_coarse_resistor_offset};
+  for (std::size_t i = 0; i < 6; ++i) {
+    auto v = get(ops[i]);  // signed 8-bit, as Operations.py documents
+    if (!v) return v.error();
+    resistor_offsets_[i] = static_cast<std::int8_t>(*v);
+  }
+  const auto& r = resistor_offsets_;
+  device_.main = {hv::lvpm_fine_scale(hv::lvpm_resistor_ohm(r[0])),
+                  hv::lvpm_coarse_scale(hv::lvpm_resistor_ohm(r[1])), 0, 0};
+  device_.usb = {hv::lvpm_fine_scale(hv::lvpm_resistor_ohm(r[2])),
+                 hv::lvpm_coarse_scale(hv::lvpm_resistor_ohm(r[3])), 0, 0};
+  return {};
 }
 
 Result<std::size_t> HvpmMonitor::read_bulk(std::chrono::milliseconds timeout) {
@@ -140,48 +219,7 @@ Result<MonitorInfo> HvpmMonitor::open() {
   auto firmware = get(O::firmware_version);
   if (!firmware) return firmware.error();
 
-  device_ = hv::DeviceCalibration{};
-  device_.model = model_;
-  if (model_ == hv::Model::hvpm) {
-    struct Field {
-      O op;
-      double* dst;
-      bool must_be_positive;
-    };
-    const Field fields[] = {
-        {O::main_fine_scale, &device_.main.fine_scale, true},
-        {O::main_coarse_scale, &device_.main.coarse_scale, true},
-        {O::usb_fine_scale, &device_.usb.fine_scale, true},
-        {O::usb_coarse_scale, &device_.usb.coarse_scale, true},
-        {O::main_fine_zero_offset, &device_.main.fine_zero_offset, false},
-        {O::main_coarse_zero_offset, &device_.main.coarse_zero_offset, false},
-        {O::usb_fine_zero_offset, &device_.usb.fine_zero_offset, false},
-        {O::usb_coarse_zero_offset, &device_.usb.coarse_zero_offset, false},
-    };
-    for (const auto& f : fields) {
-      auto v = get(f.op);
-      if (!v) return v.error();
-      // PyMonsoon reads these as unsigned integers; so do we.
-      *f.dst = static_cast<double>(*v);
-      if (f.must_be_positive && *v == 0) {
-        return make_error(Errc::protocol_error, where() + ": " + hv::opcode_name(f.op) +
-                                                    " reads 0: the EEPROM holds no calibration");
-      }
-    }
-  } else {
-    // The LVPM's scales follow from its sense resistors; it has no zero offsets (PyMonsoon).
-    const O ops[4] = {O::main_fine_resistor_offset, O::main_coarse_resistor_offset,
-                      O::usb_fine_resistor_offset, O::usb_coarse_resistor_offset};
-    std::array<double, 4> ohm{};
-    for (std::size_t i = 0; i < 4; ++i) {
-      auto v = get(ops[i]);
-      if (!v) return v.error();
-      // Signed 8-bit, as Operations.py documents (PyMonsoon itself reads it unsigned).
-      ohm[i] = hv::lvpm_resistor_ohm(static_cast<std::int8_t>(*v & 0xFF));
-    }
-    device_.main = {hv::lvpm_fine_scale(ohm[0]), hv::lvpm_coarse_scale(ohm[1]), 0, 0};
-    device_.usb = {hv::lvpm_fine_scale(ohm[2]), hv::lvpm_coarse_scale(ohm[3]), 0, 0};
-  }
+  if (auto r = read_calibration(); !r) return r.error();
   calibrator_.emplace(device_);
 
   MonitorInfo info;
@@ -197,12 +235,21 @@ Result<MonitorInfo> HvpmMonitor::open() {
        "USB-channel current; NaN where missing or before the USB channel is calibrated"}};
   info.current_channel = 0;
   info.voltage_channel = 1;
+  info.status = calibration_status(*serial, *firmware);
+  if (auto r = read_informational(info.status); !r) return r.error();
+  opened_ = true;
+  log()->info("{}: {} serial {} firmware {}", where(), model_name(model_), *serial, *firmware);
+  return info;
+}
+
+std::vector<Attribute> HvpmMonitor::calibration_status(std::int32_t serial,
+                                                       std::int32_t firmware) const {
   auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
-  info.status = {
+  std::vector<Attribute> st = {
       {"model", std::string(model_name(model_))},
       {"transport", where()},
-      {"serial_number", i64(*serial)},
-      {"firmware_version", i64(*firmware)},
+      {"serial_number", i64(serial)},
+      {"firmware_version", i64(firmware)},
       {"main_fine_scale", device_.main.fine_scale},
       {"main_coarse_scale", device_.main.coarse_scale},
       {"usb_fine_scale", device_.usb.fine_scale},
@@ -214,16 +261,32 @@ Result<MonitorInfo> HvpmMonitor::open() {
       {"fine_threshold_counts", hv::fine_threshold(model_)},
       {"main_volts_per_count", hv::main_volts_per_count(model_)},
       {"calibration_interval_ms", i64(opt_.calibration_interval_ms)},
+      {"calibration_readings_required", i64(hv::Calibrator::kWindow)},
       {"dropped_count_byte_order",
        std::string(opt_.dropped_byte_order == hv::DroppedByteOrder::little ? "little" : "big")},
   };
+  if (model_ == hv::Model::hvpm) {
+    st.push_back({"aux_fine_scale", aux_scales_[0]});
+    st.push_back({"aux_coarse_scale", aux_scales_[1]});
+  } else {
+    const char* names[6] = {"main_fine_resistor_offset", "main_coarse_resistor_offset",
+                            "usb_fine_resistor_offset",  "usb_coarse_resistor_offset",
+                            "aux_fine_resistor_offset",  "aux_coarse_resistor_offset"};
+    for (std::size_t i = 0; i < 6; ++i)
+      st.push_back({names[i], i64(resistor_offsets_[i])});
+  }
+  return st;
+}
+
+Result<void> HvpmMonitor::read_informational(std::vector<Attribute>& status) {
+  using O = hv::Opcode;
   // Informational registers: a device that refuses one is still usable, one that is gone is not.
-  auto optional_get = [&](O op) -> Result<std::optional<std::uint32_t>> {
+  auto optional_get = [&](O op) -> Result<std::optional<std::int32_t>> {
     auto v = get(op);
-    if (v) return std::optional<std::uint32_t>(*v);
+    if (v) return std::optional<std::int32_t>(*v);
     if (v.error().code == Errc::port_gone) return v.error();
     log()->info("{}: {}", where(), v.error().describe());
-    return std::optional<std::uint32_t>();
+    return std::optional<std::int32_t>();
   };
   struct Extra {
     O op;
@@ -236,20 +299,18 @@ Result<MonitorInfo> HvpmMonitor::open() {
   for (const auto& e : extras) {
     auto v = optional_get(e.op);
     if (!v) return v.error();
-    if (*v) info.status.push_back({e.name, i64(**v)});
+    if (*v) status.push_back({e.name, static_cast<std::int64_t>(**v)});
   }
   for (O op : {O::power_up_current_limit, O::runtime_current_limit}) {
     auto v = optional_get(op);
     if (!v) return v.error();
     if (*v) {
-      info.status.push_back(
+      status.push_back(
           {op == O::power_up_current_limit ? "power_up_current_limit_a" : "runtime_current_limit_a",
-           hv::current_limit_amps(**v, model_)});
+           hv::current_limit_amps(static_cast<std::uint32_t>(**v), model_)});
     }
   }
-  opened_ = true;
-  log()->info("{}: {} serial {} firmware {}", where(), model_name(model_), *serial, *firmware);
-  return info;
+  return {};
 }
 
 Result<void> HvpmMonitor::configure(const MonitorConfig& cfg) {
@@ -264,7 +325,7 @@ Result<void> HvpmMonitor::configure(const MonitorConfig& cfg) {
   auto check = [&](O op, std::uint32_t want) -> Result<void> {
     auto got = get(op);
     if (!got) return got.error();
-    if (*got != want) {
+    if (static_cast<std::uint32_t>(*got) != want) {
       return make_error(Errc::protocol_error, where() + ": " + hv::opcode_name(op) +
                                                   " reads back " + std::to_string(*got) + ", not " +
                                                   std::to_string(want));
@@ -295,7 +356,6 @@ Result<void> HvpmMonitor::start() {
   calibrator_.emplace(device_);  // every run calibrates afresh
   cal_generation_emitted_ = 0;
   waiting_.clear();
-  uncalibrated_.clear();
   pending_duplicates_.clear();
   last_packet_len_ = 0;
   next_tag_ = 0;
@@ -341,6 +401,9 @@ void HvpmMonitor::on_packet(std::span<const std::uint8_t> packet, std::int64_t a
       calibrator_->add(s[i]);
     }
   }
+  // Whether the calibration was complete when the packet arrived (in stream order), decided now:
+  // the sequencer may hold the packet while later calibration samples come in.
+  slots.calibrated = calibrator_->calibrated();
   sequencer_->push(h.counter(), h.dropped, slots.n, arrival_ns, next_tag_);
   if (slots.n) {
     waiting_.push_back(slots);
@@ -394,25 +457,26 @@ void HvpmMonitor::release(SampleSink& sink) {
     assert(!waiting_.empty());
     Slots slots = waiting_.front();
     waiting_.pop_front();
-    if (!calibrator_->main_ready()) {
-      uncalibrated_.emplace_back(placed, slots);
-      if (uncalibrated_.size() > opt_.max_uncalibrated_packets) {
-        auto& [pl, sl] = uncalibrated_.front();
-        lost_gaps(pl);
-        sink.gap({pl.first_index, sl.n, GapKind::uncalibrated});
-        uncalibrated_samples_ += sl.n;
-        uncalibrated_.pop_front();
-      }
+    lost_gaps(placed);
+    if (!slots.calibrated) {
+      // As PyMonsoon: nothing converts before every calibration window holds 5 readings.
+      sink.gap({placed.first_index, slots.n, GapKind::uncalibrated});
+      note_uncalibrated(slots.n);
       return;
     }
-    for (auto& [pl, sl] : uncalibrated_) {
-      lost_gaps(pl);
-      emit(sink, pl.first_index, sl);
-    }
-    uncalibrated_.clear();
-    lost_gaps(placed);
     emit(sink, placed.first_index, slots);
   });
+}
+
+void HvpmMonitor::note_uncalibrated(std::uint64_t n) {
+  const std::uint64_t before = uncalibrated_samples_;
+  uncalibrated_samples_ += n;
+  // PyMonsoon gives up after 20000 samples (4 s) without a full calibration; the driver keeps
+  // waiting, and says why once.
+  if (before < kUncalibratedWarnSamples && uncalibrated_samples_ >= kUncalibratedWarnSamples) {
+    log()->warn("{}: no calibration after {} samples; still missing: {}", where(),
+                uncalibrated_samples_, calibrator_->missing_readings());
+  }
 }
 
 Result<void> HvpmMonitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {

@@ -113,26 +113,6 @@ SysfsEntries collect_sysfs(const std::filesystem::path& root) {
   return entries;
 }
 
-Result<ClockProbe> parse_probe_line(std::string_view text, std::string_view source) {
-  auto nl = text.find('\n');
-  std::string_view line = trim(text.substr(0, nl));
-  auto parts = split(line, ' ');
-  ClockProbe p;
-  if (parts.size() != 3)
-    return Error{Errc::parse_error, std::string(source) + ":1: expected 'MONO BOOT REAL', got '" +
-                                        std::string(line) + "'"};
-  std::int64_t* fields[3] = {&p.device_mono_ns, &p.device_boot_ns, &p.device_real_ns};
-  for (int i = 0; i < 3; ++i) {
-    auto v = to_int(parts[static_cast<std::size_t>(i)]);
-    if (!v || *v < 0)
-      return Error{Errc::parse_error, std::string(source) + ":1: clock value '" +
-                                          std::string(parts[static_cast<std::size_t>(i)]) +
-                                          "' is not a non-negative integer"};
-    *fields[i] = *v;
-  }
-  return p;
-}
-
 Result<std::pair<ClockProbe, SysfsEntries>> parse_telemetry_dump(std::string_view text,
                                                                  std::string_view source) {
   auto probe = parse_probe_line(text, source);

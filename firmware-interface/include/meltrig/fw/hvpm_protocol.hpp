@@ -113,8 +113,9 @@ struct ControlTransfer {
 ControlTransfer set_value(Opcode op, std::uint32_t value);
 /// Get value: IN request 0x01, wValue 0, wIndex = opcode, 4 bytes asked for.
 ControlTransfer get_value(Opcode op);
-/// Start sampling: wValue = calibration interval in ms, data = u32 sample limit. wIndex is 0x0002
-/// (the start request code again), as PyMonsoon sends it; its meaning is undocumented.
+/// Start sampling: wValue = calibration interval in ms, data = u32 sample limit, wIndex 0, as
+/// PyMonsoon has sent it since February 2018 (before, it sent the start code 0x02 there; no
+/// firmware is documented to need either).
 ControlTransfer start_sampling(
     std::uint16_t calibration_interval_ms = kDefaultCalibrationIntervalMs,
     std::uint32_t max_samples = kUnlimitedSamples);
@@ -123,6 +124,29 @@ ControlTransfer stop_sampling();
 /// Decodes the answer to get_value: a 4-byte little-endian value (protocol_error naming the
 /// opcode if the device answered fewer bytes).
 Result<std::uint32_t> parse_value_reply(Opcode op, std::span<const std::uint8_t> reply);
+
+/// How wide a register is and whether it is signed: the width the device keeps it at (PyMonsoon
+/// reads each register with getValue(op, width[, signed])). Bytes beyond the width in the 4-byte
+/// reply are not part of the value and are ignored. Scales, current limits, the serial number,
+/// the model and firmware version are 2 bytes unsigned; the HVPM zero offsets 2 bytes SIGNED
+/// (real units carry negative offsets); the LVPM resistor offsets 1 byte signed; protocol
+/// version, USB passthrough, voltage channel and start status 1 byte unsigned. Registers no
+/// public driver reads (output voltage) are taken as 4 bytes unsigned.
+struct RegisterFormat {
+  std::uint8_t bytes = 4;
+  bool is_signed = false;
+};
+RegisterFormat register_format(Opcode op);
+/// The most a zero offset may plausibly be, in ADC counts: real units carry tens of counts; a
+/// value beyond this (1/16 of the ADC's range) is an unprogrammed or corrupted EEPROM.
+inline constexpr std::int32_t kMaxZeroOffsetCounts = 4096;
+/// Decodes a get_value reply at the register's width and signedness (register_format), then
+/// rejects values no calibrated device holds: a current scale of 0 or 0xFFFF (blank EEPROM), a
+/// zero offset beyond +-kMaxZeroOffsetCounts. protocol_error naming the register otherwise.
+Result<std::int32_t> parse_register(Opcode op, std::span<const std::uint8_t> reply);
+/// Device side: the 4-byte reply for a register value (little-endian; bytes beyond the
+/// register's width carry `pad`, whose content on a real unit is unknown).
+std::array<std::uint8_t, 4> register_reply(Opcode op, std::int32_t value, std::uint16_t pad = 0);
 
 /// Output-voltage register value: HVPM 0.8..13.5 V, LVPM 2.01..4.55 V, or 0 = output off;
 /// invalid_argument otherwise.
@@ -276,9 +300,11 @@ struct ChannelCal {
 /// main and USB channels is the mean of the last 5 calibration readings seen (PyMonsoon's rolling
 /// window). zero = EEPROM zero offset + that mean; slope = scale / (ref - zero);
 /// I = (raw - zero) * slope in mA (fine: / 1000 more). A channel converts once each of its four
-/// values has at least one reading. Words that read exactly 0 in a calibration sample are
-/// skipped, as PyMonsoon does (it treats them as "not measured"). A degenerate calibration
-/// (ref == zero) converts to NaN rather than infinity.
+/// values has at least one reading; calibrated() says when every window of main, USB and aux is
+/// full, the point from which PyMonsoon converts and drivers should too. Words that read exactly
+/// 0 in a calibration sample are skipped, as PyMonsoon does (it treats them as "not measured").
+/// The aux words are only counted (nothing converts aux). A degenerate calibration (ref == zero)
+/// converts to NaN rather than infinity.
 class Calibrator {
  public:
   static constexpr std::size_t kWindow = 5;
@@ -289,6 +315,11 @@ class Calibrator {
   void add(const RawSample& s);
   bool main_ready() const;
   bool usb_ready() const;
+  /// Every zero and ref window of main, USB and aux (fine and coarse) holds kWindow readings.
+  bool calibrated() const;
+  /// The windows still short of kWindow readings, e.g. "aux fine zero 0/5", for messages; empty
+  /// when calibrated().
+  std::string missing_readings() const;
   ChannelCal main() const;
   ChannelCal usb() const;
   /// Bumps each time the calibration values change.
@@ -327,8 +358,8 @@ class Calibrator {
   bool signed_words_ = false;
   double threshold_ = 64000;
   double main_vk_ = 0, usb_vk_ = 0;
-  // main fine zero/ref, main coarse zero/ref, usb fine zero/ref, usb coarse zero/ref
-  std::array<Window, 8> w_{};
+  // main fine zero/ref, main coarse zero/ref, usb fine zero/ref, usb coarse zero/ref, aux ditto
+  std::array<Window, 12> w_{};
   Linear main_, usb_;
   std::uint64_t generation_ = 0;
 };

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "meltrig/dataset/capture_writer.hpp"
 #include "meltrig/fw/clock.hpp"
-#include "meltrig/rig/capture_writer.hpp"
 #include "meltrig/rig/monitor.hpp"
 
 namespace meltrig::rig {
@@ -43,7 +43,7 @@ struct CaptureOptions {
   std::chrono::milliseconds flush_interval{500};
   /// Compression of the file; unset: shuffle+deflate-1 below 1 Msps (readable everywhere),
   /// shuffle+lz4 from 1 Msps (deflate cannot keep up there; readers need the LZ4 plugin).
-  std::optional<Compression> compression;
+  std::optional<dataset::Compression> compression;
   std::chrono::milliseconds progress_interval{500};
   const std::atomic<bool>* interrupt = nullptr;  ///< set (e.g. by SIGINT) to stop cleanly
   /// Set to end the capture as complete: what it records is over (e.g. `meltrig run` once the
@@ -57,7 +57,7 @@ struct CaptureOptions {
 /// What a capture did. Present whenever the output file was created, even if the capture failed.
 struct CaptureSummary {
   std::filesystem::path output;
-  CaptureState state = CaptureState::running;
+  dataset::CaptureState state = dataset::CaptureState::running;
   std::string end_reason;
   std::optional<Error> failure;  ///< set when state == failed
   std::uint64_t samples = 0;     ///< rows in the file (valid + missing)

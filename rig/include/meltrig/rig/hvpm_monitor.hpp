@@ -8,7 +8,10 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "meltrig/fw/clock.hpp"
 #include "meltrig/fw/hvpm_protocol.hpp"
@@ -22,9 +25,11 @@ namespace meltrig::rig {
 /// "usb_current" (A). Sample indices come from fw::hvpm::SampleSequencer: the device's
 /// dropped-sample count and the 4-bit packet counter become `missing` gaps, counter wraps found
 /// from elapsed time `missing_wrapped` gaps, repeated packets `duplicate_dropped` rows, and
-/// samples the device flags invalid `missing` rows at their own index. Measurement samples that
-/// arrive before any calibration are kept raw (up to `max_uncalibrated_packets`) and converted
-/// once it is known; beyond that they become an `uncalibrated` gap.
+/// samples the device flags invalid `missing` rows at their own index. EEPROM registers are read
+/// at their width and signedness (zero offsets signed 16-bit) and range-checked. As PyMonsoon,
+/// no sample converts before every calibration window (zero and ref, fine and coarse, of main,
+/// USB and aux) holds 5 readings: measurement samples that arrive before that are an
+/// `uncalibrated` gap.
 class HvpmMonitor final : public Monitor {
  public:
   /// Driver settings; the defaults suit a real device.
@@ -36,7 +41,6 @@ class HvpmMonitor final : public Monitor {
     /// Packets asked for per bulk read. One keeps each packet's arrival time its own, which is
     /// what the elapsed-time wrap check needs to place a loss precisely.
     std::size_t packets_per_read = 1;
-    std::size_t max_uncalibrated_packets = 5000;
     fw::hvpm::SampleSequencer::Config sequencer{};
     const Clock* clock = &SteadyClock::instance();
   };
@@ -46,8 +50,17 @@ class HvpmMonitor final : public Monitor {
   /// Registry: enumerates USB devices 2ab9:0001 (serial ports are not this driver's; ignored).
   static std::vector<Candidate> find(std::span<const fw::PortInfo> ports);
   /// Registry: "hvpm:usb" (the first device) or "hvpm:usb:serial=NNN"; further options
-  /// dropped_order=le|be and cal_ms=1..65535. Opens the device with libusb.
+  /// dropped_order=le|be and cal_ms=1..65535. Opens the device with libusb. "hvpm:emulated" (or
+  /// "hvpm:emulated:key=value,...", also written "hvpm:emulated,key=value,...") drives the
+  /// in-process emulator made by the installed EmulatorFactory, which takes the options.
   static Result<std::unique_ptr<Monitor>> make(const DeviceSpec& spec);
+
+  /// Makes the transport behind "hvpm:emulated" from the spec's options (invalid_argument naming
+  /// a bad option). The emulator lives in the fixtures library, which this one does not link: a
+  /// program that offers emulated monitors (the CLI, the tests) installs the factory at start.
+  using EmulatorFactory = Result<std::unique_ptr<fw::UsbBulkTransport>> (*)(
+      std::span<const std::pair<std::string, std::string>> options);
+  static void set_emulator_factory(EmulatorFactory factory);
 
   Result<MonitorInfo> open() override;
   Result<void> configure(const MonitorConfig& cfg) override;
@@ -67,9 +80,18 @@ class HvpmMonitor final : public Monitor {
   struct Slots {
     std::array<fw::hvpm::RawSample, fw::hvpm::kMaxSamplesPerPacket> s{};
     std::uint8_t n = 0;
+    bool calibrated = false;  ///< the calibration was complete when the packet arrived
   };
 
-  Result<std::uint32_t> get(fw::hvpm::Opcode op);
+  static Result<std::unique_ptr<Monitor>> make_emulated(const DeviceSpec& spec);
+  /// A register at its width and signedness, range-checked (fw::hvpm::parse_register).
+  Result<std::int32_t> get(fw::hvpm::Opcode op);
+  /// Reads the model's calibration registers into device_ (and aux scales / resistor offsets).
+  Result<void> read_calibration();
+  std::vector<Attribute> calibration_status(std::int32_t serial, std::int32_t firmware) const;
+  /// Appends the registers a device may refuse (protocol version, limits, ...) to `status`.
+  Result<void> read_informational(std::vector<Attribute>& status);
+  void note_uncalibrated(std::uint64_t n);
   Result<void> send(const fw::hvpm::ControlTransfer& t);
   Result<std::size_t> read_bulk(std::chrono::milliseconds timeout);
   void on_packet(std::span<const std::uint8_t> packet, std::int64_t arrival_ns);
@@ -87,7 +109,8 @@ class HvpmMonitor final : public Monitor {
   std::vector<std::uint8_t> buf_;
   std::deque<Slots> waiting_;  ///< packets pushed to the sequencer, by tag
   std::uint32_t next_tag_ = 0;
-  std::deque<std::pair<fw::hvpm::PlacedPacket, Slots>> uncalibrated_;
+  std::array<double, 2> aux_scales_{};             ///< HVPM: aux fine, coarse scale (recorded only)
+  std::array<std::int8_t, 6> resistor_offsets_{};  ///< LVPM: main, USB, aux (fine, coarse)
   std::uint64_t cal_generation_emitted_ = 0;
   std::array<std::uint8_t, fw::hvpm::kPacketSize> last_packet_{};
   std::size_t last_packet_len_ = 0;

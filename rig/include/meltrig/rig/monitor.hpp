@@ -12,10 +12,18 @@
 #include <variant>
 #include <vector>
 
+#include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/dataset_types.hpp"
 
 namespace meltrig::rig {
+
+// The sample and metadata vocabulary drivers speak is the dataset's (one declaration, in
+// meltrig/dataset/dataset_types.hpp); drivers name it unqualified through these.
+using dataset::Attribute;
+using dataset::ChannelData;
+using dataset::ChannelSpec;
+using dataset::GapKind;
+using dataset::SampleType;
 
 /// A run of sample indices with no valid data.
 struct GapEvent {

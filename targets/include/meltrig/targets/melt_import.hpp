@@ -1,7 +1,7 @@
 // Importers for the files of a MELT run (MobiCom'24 "MELTing point"), so that its recordings can be
 // re-analysed here: llama.cpp's timings/events file, MLC's CSV, llama.cpp's printed
 // `llama_print_timings:` summary, PyMonsoon's power CSV with `.t_monsoon`, and the run directory
-// that holds them. Pure parsing: no HDF5 (rig/dataset_extras.hpp stores the results).
+// that holds them. Pure parsing: no HDF5 (dataset/run_record.hpp stores the results).
 //
 // Every parser skips a malformed line, lists it as a MarkerIssue (file, 1-based line, message) and
 // imports the rest. Only an unreadable file is an Error.

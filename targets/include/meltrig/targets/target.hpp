@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "meltrig/fw/result.hpp"
+#include "meltrig/targets/clock_probe.hpp"
 #include "meltrig/targets/process.hpp"
 #include "meltrig/targets/telemetry.hpp"
 
@@ -40,27 +41,6 @@ class RunHandle {
   /// True while the program runs (does not block).
   virtual bool running() = 0;
 };
-
-/// One NTP-style clock probe. The host reads its steady clock (CLOCK_MONOTONIC, ns) before the
-/// request (t0) and after the answer (t3); the device reads its three clocks in one shot between
-/// them. The device's processing time is not measured separately, so rtt = t3 - t0 bounds it.
-struct ClockProbe {
-  std::int64_t host_t0_ns = 0;
-  std::int64_t device_mono_ns = 0;
-  std::int64_t device_boot_ns = 0;
-  std::int64_t device_real_ns = 0;
-  std::int64_t host_t3_ns = 0;
-
-  std::int64_t rtt_ns() const { return host_t3_ns - host_t0_ns; }
-  /// Host time the device most likely read its clocks at: the midpoint of [t0, t3].
-  std::int64_t host_mid_ns() const { return host_t0_ns + rtt_ns() / 2; }
-  /// device monotonic - host steady at the midpoint; the true offset is within +- rtt/2.
-  std::int64_t offset_ns() const { return device_mono_ns - host_mid_ns(); }
-};
-
-/// Parses the probe's output "MONO BOOT REAL\n" (decimal ns) into the device fields of a probe.
-/// parse_error naming `source` on anything else.
-Result<ClockProbe> parse_probe_line(std::string_view text, std::string_view source);
 
 /// One telemetry reading: a named quantity in SI-ish units (docs/targets.md lists the names).
 struct TelemetryReading {

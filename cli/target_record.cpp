@@ -31,10 +31,10 @@ std::string join_for_humans(const std::vector<std::string>& argv) {
   return s;
 }
 
-Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& rec,
+Result<void> write_target(dataset::RunRecord& f, const TargetRecord& rec,
                           std::string_view telemetry_group) {
   auto i64 = [](auto v) { return static_cast<std::int64_t>(v); };
-  std::vector<rig::Attribute> attrs = {
+  std::vector<dataset::Attribute> attrs = {
       {"describe", rec.describe},
       {"runner_argv", join_for_humans(rec.argv)},
       {"runner_argc", i64(rec.argv.size())},

@@ -6,7 +6,7 @@
 #include <string>
 #include <variant>
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 /// A metadata value: UTF-8 string, float64 or int64 (stored as a scalar HDF5 attribute).
 using AttributeValue = std::variant<std::string, double, std::int64_t>;
@@ -46,4 +46,4 @@ struct ChannelSpec {
 /// One channel's samples in a block; the alternative must match the channel's SampleType.
 using ChannelData = std::variant<std::span<const float>, std::span<const std::uint8_t>>;
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

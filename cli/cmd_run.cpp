@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "cli_common.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
+#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/rig/registry.hpp"
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
@@ -228,7 +228,7 @@ int run(const RunArgs& a) {
     std::error_code ec;
     std::filesystem::remove(local, ec);
   }
-  auto file = rig::ExtrasFile::open(a.output);
+  auto file = dataset::RunRecord::open(a.output);
   if (!file) return fail(file.error().describe());
   if (auto w = write_target(*file, rec, "telemetry"); !w) return fail(w.error().describe());
   if (log) {

@@ -16,10 +16,10 @@
 #include <utility>
 #include <variant>
 
+#include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/dataset_types.hpp"
 
-namespace meltrig::rig::h5 {
+namespace meltrig::dataset::h5 {
 
 /// Owns one HDF5 identifier and releases it with Close; move-only.
 template <herr_t (*Close)(hid_t)>
@@ -110,7 +110,7 @@ Result<File> create_file(const std::filesystem::path& path);
 Result<Group> create_group(hid_t loc, const std::string& name);
 
 /// One attribute value: a UTF-8 string (stored variable-length), a double or an int64.
-using AttributeValue = rig::AttributeValue;
+using AttributeValue = dataset::AttributeValue;
 
 /// Writes a scalar attribute on object `obj`.
 Result<void> write_attribute(hid_t obj, const std::string& name, const AttributeValue& value);
@@ -188,4 +188,4 @@ Result<void> flush(hid_t dset);
 /// file_error naming `path` if the descriptor cannot be examined.
 Result<bool> file_unlinked(hid_t file, std::string_view path);
 
-}  // namespace meltrig::rig::h5
+}  // namespace meltrig::dataset::h5

@@ -1,4 +1,4 @@
-// Dataset extras: groups added to a capture file AFTER the capture finished: runner markers,
+// RunRecord: the groups added to a capture file AFTER the capture finished: runner markers,
 // device telemetry, small attribute groups (e.g. the simulated bench's /truth) and float64 series
 // (e.g. MELT's host arrival times). A capture is written in SWMR mode, which forbids new objects
 // while it runs, so these are added by reopening the closed file read-write (H5Fopen), writing, and
@@ -28,26 +28,26 @@
 #include <string_view>
 #include <vector>
 
+#include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/dataset_types.hpp"
+#include "meltrig/targets/clock_probe.hpp"
 #include "meltrig/targets/markers.hpp"
-#include "meltrig/targets/target.hpp"
 #include "meltrig/targets/telemetry.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 /// A finished HDF5 file reopened read-write to add extras; closes on destruction. Not thread-safe.
 /// Every error is file_error (HDF5) or invalid_argument (a bad name, a NUL byte in a string) and
 /// names the file and the object.
-class ExtrasFile {
+class RunRecord {
  public:
   /// Opens an existing file read-write. not_found if it does not exist; file_error if HDF5
   /// refuses (not HDF5, still open for writing, read-only).
-  static Result<ExtrasFile> open(const std::filesystem::path& path);
+  static Result<RunRecord> open(const std::filesystem::path& path);
 
-  ExtrasFile(ExtrasFile&&) noexcept;
-  ExtrasFile& operator=(ExtrasFile&&) noexcept;
-  ~ExtrasFile();
+  RunRecord(RunRecord&&) noexcept;
+  RunRecord& operator=(RunRecord&&) noexcept;
+  ~RunRecord();
 
   /// Writes /markers/<name>/ (see the layout above). `name` is one HDF5 link name (no '/').
   /// invalid_argument if the group exists already or a string holds a NUL byte (HDF5 strings
@@ -89,7 +89,7 @@ class ExtrasFile {
                             std::int64_t mem_type, std::size_t rows, const void* data,
                             const std::vector<Attribute>& attrs);
   struct Impl;
-  explicit ExtrasFile(std::unique_ptr<Impl> impl);
+  explicit RunRecord(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -111,4 +111,4 @@ Result<std::vector<std::string>> list_markers(const std::filesystem::path& path)
 /// Reads every dataset under /telemetry back (series in name order, nested names joined by '/').
 Result<targets::Telemetry> read_telemetry(const std::filesystem::path& path);
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

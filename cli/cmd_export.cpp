@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
-#include "meltrig/rig/capture_reader.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -130,8 +130,9 @@ int interrupted(Output& out, const std::string& what) {
   return fail("interrupted: " + what + " is incomplete");
 }
 
-int export_raw(const rig::CaptureReader& r, const std::vector<const rig::ChannelSpec*>& channels,
-               std::uint64_t first, std::uint64_t end, Output& out, const std::string& out_name) {
+int export_raw(const dataset::CaptureReader& r,
+               const std::vector<const dataset::ChannelSpec*>& channels, std::uint64_t first,
+               std::uint64_t end, Output& out, const std::string& out_name) {
   std::string text = "t_s";
   for (const auto* c : channels)
     text += "," + c->name;
@@ -142,7 +143,7 @@ int export_raw(const rig::CaptureReader& r, const std::vector<const rig::Channel
   std::vector<std::vector<float>> f32(channels.size());
   std::vector<std::vector<std::uint8_t>> u8(channels.size());
   for (std::size_t c = 0; c < channels.size(); ++c) {
-    if (channels[c]->type == rig::SampleType::f32) {
+    if (channels[c]->type == dataset::SampleType::f32) {
       f32[c].resize(kRawBlock);
     } else {
       u8[c].resize(kRawBlock);
@@ -152,7 +153,7 @@ int export_raw(const rig::CaptureReader& r, const std::vector<const rig::Channel
     if (g_interrupted.load()) return interrupted(out, out_name);
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(end - at, kRawBlock));
     for (std::size_t c = 0; c < channels.size(); ++c) {
-      const auto res = channels[c]->type == rig::SampleType::f32
+      const auto res = channels[c]->type == dataset::SampleType::f32
                            ? r.read(channels[c]->name, at, std::span(f32[c].data(), n))
                            : r.read(channels[c]->name, at, std::span(u8[c].data(), n));
       if (!res) return fail(res.error().describe());
@@ -162,7 +163,7 @@ int export_raw(const rig::CaptureReader& r, const std::vector<const rig::Channel
       append_double(text, time_of(at + i, rate));
       for (std::size_t c = 0; c < channels.size(); ++c) {
         text += ',';
-        if (channels[c]->type == rig::SampleType::f32) {
+        if (channels[c]->type == dataset::SampleType::f32) {
           append_float(text, f32[c][i]);
         } else {
           append_uint(text, u8[c][i]);
@@ -176,8 +177,8 @@ int export_raw(const rig::CaptureReader& r, const std::vector<const rig::Channel
   return out.finish();
 }
 
-int export_summary(const rig::CaptureReader& r,
-                   const std::vector<const rig::ChannelSpec*>& channels, int level,
+int export_summary(const dataset::CaptureReader& r,
+                   const std::vector<const dataset::ChannelSpec*>& channels, int level,
                    std::uint64_t first, std::uint64_t end, Output& out,
                    const std::string& out_name) {
   const std::uint64_t per = std::uint64_t{1} << level;
@@ -201,8 +202,8 @@ int export_summary(const rig::CaptureReader& r,
   const double rate = r.sample_rate_hz();
   const std::uint64_t j_first = first / per;
   const std::uint64_t j_end = end / per + (end % per != 0 ? 1 : 0);
-  std::vector<std::vector<rig::SummaryStats>> entries(
-      channels.size(), std::vector<rig::SummaryStats>(kSummaryBlock));
+  std::vector<std::vector<dataset::SummaryStats>> entries(
+      channels.size(), std::vector<dataset::SummaryStats>(kSummaryBlock));
   for (std::uint64_t j = j_first; j < j_end;) {
     if (g_interrupted.load()) return interrupted(out, out_name);
     const auto count = static_cast<std::size_t>(std::min<std::uint64_t>(j_end - j, kSummaryBlock));
@@ -228,7 +229,7 @@ int export_summary(const rig::CaptureReader& r,
       text += ',';
       append_double(text, time_of(std::min(start + per, n), rate));
       for (std::size_t c = 0; c < channels.size(); ++c) {
-        const rig::SummaryStats& e = entries[c][k];
+        const dataset::SummaryStats& e = entries[c][k];
         for (const float v : {e.mean, e.min, e.max}) {
           text += ',';
           if (e.valid > 0) append_float(text, v);
@@ -264,14 +265,14 @@ int run(const ExportArgs& a) {
                  std::to_string(has_from ? a.from : 0.0) + " s): the range is empty");
   }
 
-  auto opened = rig::CaptureReader::open(a.file);
+  auto opened = dataset::CaptureReader::open(a.file);
   if (!opened) return fail(opened.error().describe());
-  const rig::CaptureReader& r = *opened;
+  const dataset::CaptureReader& r = *opened;
 
-  std::vector<const rig::ChannelSpec*> channels;
+  std::vector<const dataset::ChannelSpec*> channels;
   if (a.channels.empty()) {
     for (const auto& c : r.channels()) {
-      if (!summary || c.type == rig::SampleType::f32) channels.push_back(&c);
+      if (!summary || c.type == dataset::SampleType::f32) channels.push_back(&c);
     }
     if (channels.empty()) return usage(a.file + ": no float32 channels, so no summaries");
   } else {
@@ -280,13 +281,13 @@ int run(const ExportArgs& a) {
       names.push_back(c.name);
     std::set<std::string> seen;
     for (const auto& name : a.channels) {
-      const rig::ChannelSpec* c = r.find_channel(name);
+      const dataset::ChannelSpec* c = r.find_channel(name);
       if (c == nullptr) {
         return usage("--channels: " + a.file + " has no channel '" + name +
                      "' (channels: " + join(names) + ")");
       }
       if (!seen.insert(name).second) return usage("--channels: '" + name + "' is given twice");
-      if (summary && c->type != rig::SampleType::f32) {
+      if (summary && c->type != dataset::SampleType::f32) {
         return usage("--channels: '" + name + "' is uint8; summaries cover float32 channels only");
       }
       channels.push_back(c);

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
 #include "meltrig/targets/target.hpp"
 #include "meltrig/targets/telemetry.hpp"
 
@@ -30,7 +30,7 @@ struct TargetRecord {
   /// The host clock of the probes' host_t0_ns/host_t3_ns (attribute `probe_clock`).
   std::string probe_clock;
   /// Command-specific attributes of /target (e.g. the simulated bench's epoch).
-  std::vector<rig::Attribute> extra_attributes;
+  std::vector<dataset::Attribute> extra_attributes;
 };
 
 /// Takes `n` clock probes back to back; successes are appended to rec.probes, failures counted.
@@ -41,7 +41,7 @@ std::string join_for_humans(const std::vector<std::string>& argv);
 
 /// Writes /target (attributes), /target/probes/* and, if any series was sampled, the sampled
 /// telemetry under /`telemetry_group` (layout of /telemetry, docs/dataset.md).
-Result<void> write_target(rig::ExtrasFile& f, const TargetRecord& rec,
+Result<void> write_target(dataset::RunRecord& f, const TargetRecord& rec,
                           std::string_view telemetry_group);
 
 }  // namespace meltrig::cli

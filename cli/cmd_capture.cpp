@@ -52,13 +52,13 @@ int run(const CaptureArgs& a) {
                                 : a.usb == "auto" ? rig::MonitorConfig::UsbPassthrough::automatic
                                                   : rig::MonitorConfig::UsbPassthrough::off;
   if (a.compression == "none") {
-    opt.compression = rig::Compression::none();
+    opt.compression = dataset::Compression::none();
   } else if (a.compression == "lz4") {
-    opt.compression = rig::Compression::lz4();
+    opt.compression = dataset::Compression::lz4();
   } else if (a.compression.rfind("deflate:", 0) == 0) {
     int level = std::atoi(a.compression.c_str() + 8);
     if (level < 1 || level > 9) return usage("--compression " + a.compression + ": level 1..9");
-    opt.compression = rig::Compression::deflate(static_cast<unsigned>(level));
+    opt.compression = dataset::Compression::deflate(static_cast<unsigned>(level));
   } else if (a.compression != "auto") {
     return usage("--compression " + a.compression + ": expected auto, none, deflate:1..9, lz4");
   }

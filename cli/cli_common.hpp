@@ -33,7 +33,7 @@ struct Command {
 using Commands = std::vector<Command>;
 
 /// Attributes every capture records about how it was started (the command line).
-const std::vector<rig::Attribute>& invocation_attributes();
+const std::vector<dataset::Attribute>& invocation_attributes();
 void set_invocation(int argc, char** argv);
 
 void print_summary(const rig::CaptureSummary& s);

@@ -1,5 +1,5 @@
 // CaptureReader: see capture_reader.hpp; the file layout is in capture_writer.hpp.
-#include "meltrig/rig/capture_reader.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,9 +14,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "meltrig/rig/h5_file.hpp"
+#include "meltrig/dataset/h5_file.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 namespace {
 
@@ -1029,4 +1029,4 @@ const AttributeValue* find_attribute(const std::vector<Attribute>& attrs, std::s
   return nullptr;
 }
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

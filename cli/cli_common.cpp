@@ -21,7 +21,7 @@ int usage(const std::string& what) {
 }
 
 namespace {
-std::vector<rig::Attribute> g_invocation;
+std::vector<dataset::Attribute> g_invocation;
 }
 
 void set_invocation(int argc, char** argv) {
@@ -31,7 +31,7 @@ void set_invocation(int argc, char** argv) {
   g_invocation = {{"command_line", cmdline}};
 }
 
-const std::vector<rig::Attribute>& invocation_attributes() {
+const std::vector<dataset::Attribute>& invocation_attributes() {
   return g_invocation;
 }
 
@@ -55,10 +55,10 @@ int restore_relay(std::unique_ptr<rig::RoutedRelay>& routed, const std::string& 
 }
 
 void print_summary(const rig::CaptureSummary& s) {
-  const char* state = s.state == rig::CaptureState::complete      ? "complete"
-                      : s.state == rig::CaptureState::interrupted ? "interrupted"
-                      : s.state == rig::CaptureState::failed      ? "FAILED"
-                                                                  : "running";
+  const char* state = s.state == dataset::CaptureState::complete      ? "complete"
+                      : s.state == dataset::CaptureState::interrupted ? "interrupted"
+                      : s.state == dataset::CaptureState::failed      ? "FAILED"
+                                                                      : "running";
   double secs = s.sample_rate_hz > 0 ? static_cast<double>(s.samples) / s.sample_rate_hz : 0;
   std::printf("capture %s: %s\n", state, s.output.c_str());
   if (!s.end_reason.empty()) std::printf("  ended:          %s\n", s.end_reason.c_str());

@@ -17,11 +17,11 @@
 #include <string_view>
 #include <vector>
 
+#include "meltrig/dataset/capture_writer.hpp"
+#include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/capture_writer.hpp"
-#include "meltrig/rig/dataset_types.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 /// One loss counter as stored in /<monitor>/counters (name from its `names` attribute).
 struct StoredCounter {
@@ -146,4 +146,4 @@ std::string format_attribute_value(const AttributeValue& value);
 /// The value of attribute `name` in `attrs`, or nullptr.
 const AttributeValue* find_attribute(const std::vector<Attribute>& attrs, std::string_view name);
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

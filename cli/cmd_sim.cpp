@@ -19,11 +19,11 @@
 #include <thread>
 
 #include "cli_common.hpp"
+#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/fixtures/lvpm_emulator.hpp"
 #include "meltrig/fixtures/relay_emulators.hpp"
 #include "meltrig/fixtures/sim_target.hpp"
 #include "meltrig/fixtures/sim_world.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
 #include "meltrig/rig/lvpm_monitor.hpp"
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
@@ -60,7 +60,7 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
                          const fixtures::LvpmEmulatorConfig& mon, double captured_s) {
   const auto& t = w.truth();
   const double actual_rate = 1000.0 * mon.sample_rate_khz * (1.0 + mon.clock_ppm * 1e-6);
-  std::vector<rig::Attribute> attrs = {
+  std::vector<dataset::Attribute> attrs = {
       {"scenario", w.scenario().name},
       {"scenario_digest", sim::scenario_digest(w.scenario())},
       {"scenario_toml", w.scenario().source_text},
@@ -75,6 +75,8 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
       {"supply_charge_c", t.charge_c},
       {"supply_energy_j", t.charge_c * w.supply_voltage_v()},
       {"usb_energy_j", t.usb_energy_j},
+      {"rail_stored_j", t.rail_stored_j},
+      {"background_energy_j", t.background_energy_j},
       {"throttle_onset_s", t.throttle_onset_s},
       {"monitor_crystal_ppm", mon.clock_ppm},
       {"monitor_nominal_rate_hz", 1000.0 * mon.sample_rate_khz},
@@ -83,7 +85,7 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
        std::string("true time of sample i = i / monitor_actual_rate_hz (s since the world's t=0)")},
       {"relay_channel", static_cast<std::int64_t>(w.scenario().relay.channel)},
   };
-  auto f = rig::ExtrasFile::open(file);
+  auto f = dataset::RunRecord::open(file);
   if (!f) return f.error();
   if (auto r = f->write_attribute_group("/truth", attrs); !r) return r.error();
   auto series = [&](const std::string& path, auto&& get, const auto& rows, const char* unit,
@@ -105,14 +107,25 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
                      "/truth/tokens/index", [](const Tok& k) { return k.index; }, t.tokens, "",
                      "token index within its repetition")},
       {"tokens", series(
+                     "/truth/tokens/t0_intended_s", [](const Tok& k) { return k.t0_intended_s; },
+                     t.tokens, "s", "the runner asks for the token (previous token's end)")},
+      {"tokens", series(
                      "/truth/tokens/t0_s", [](const Tok& k) { return k.t0_s; }, t.tokens, "s",
-                     "true start of the token's compute")},
+                     "true start of the token's compute (a wake latency after t0_intended_s)")},
       {"tokens", series(
                      "/truth/tokens/t1_s", [](const Tok& k) { return k.t1_s; }, t.tokens, "s",
                      "true end (the token is available)")},
       {"tokens", series(
                      "/truth/tokens/energy_j", [](const Tok& k) { return k.energy_j; }, t.tokens,
-                     "J", "true device energy over [t0, t1]")},
+                     "J", "true device energy over [t0_intended, t1]")},
+      {"tokens",
+       series(
+           "/truth/tokens/compute_energy_j", [](const Tok& k) { return k.compute_energy_j; },
+           t.tokens, "J", "true device energy over [t0, t1]")},
+      {"tokens",
+       series(
+           "/truth/tokens/supply_energy_j", [](const Tok& k) { return k.supply_energy_j; },
+           t.tokens, "J", "energy the monitor delivers over [t0_intended, t1]")},
       {"tokens", series(
                      "/truth/tokens/freq_mhz", [](const Tok& k) { return k.freq_mhz; }, t.tokens,
                      "MHz", "time-weighted mean frequency over the token")},
@@ -129,12 +142,30 @@ Result<void> write_truth(const std::filesystem::path& file, const sim::World& w,
        series(
            "/truth/phases/t1_s", [](const Ph& p) { return p.t1_s; }, t.phases, "s", "true end")},
       {"phases", series(
+                     "/truth/phases/t0_actual_s", [](const Ph& p) { return p.t0_actual_s; },
+                     t.phases, "s", "the phase's activity draws power from here")},
+      {"phases", series(
+                     "/truth/phases/supply_energy_j", [](const Ph& p) { return p.supply_energy_j; },
+                     t.phases, "J", "energy the monitor delivers over [t0, t1]")},
+      {"phases", series(
                      "/truth/phases/energy_j", [](const Ph& p) { return p.energy_j; }, t.phases,
                      "J", "true gross device energy")},
       {"phases",
        series(
            "/truth/phases/idle_subtracted_j", [](const Ph& p) { return p.idle_subtracted_j; },
            t.phases, "J", "true energy minus idle power x duration")},
+      {"sync_edges",
+       series(
+           "/truth/sync_edges/intended_s", [](const sim::SyncEdgeTruth& e) { return e.intended_s; },
+           t.sync_edges, "s", "where the runner scheduled the edge (true time)")},
+      {"sync_edges",
+       series(
+           "/truth/sync_edges/actual_s", [](const sim::SyncEdgeTruth& e) { return e.actual_s; },
+           t.sync_edges, "s", "where the device power changes (true time)")},
+      {"sync_edges",
+       series(
+           "/truth/sync_edges/rising", [](const sim::SyncEdgeTruth& e) { return e.rising ? 1 : 0; },
+           t.sync_edges, "", "1: idle to busy, 0: busy to idle")},
       {"thermal", series(
                       "/truth/thermal/soc_c", [](double x) { return x; }, t.soc_c, "degC",
                       "true SoC temperature at t = 0, 1, 2, ... s")},
@@ -302,7 +333,7 @@ int run(const SimArgs& a) {
   const double actual_rate = 1000.0 * mc.sample_rate_khz * (1.0 + mc.clock_ppm * 1e-6);
   const double captured_s = static_cast<double>(s->samples) / actual_rate;
   {
-    auto f = rig::ExtrasFile::open(a.output);
+    auto f = dataset::RunRecord::open(a.output);
     if (!f) return fail(f.error().describe());
     if (auto r = f->write_markers("runner", *log); !r) return fail(r.error().describe());
     if (auto r = f->write_telemetry(world->telemetry()); !r) return fail(r.error().describe());

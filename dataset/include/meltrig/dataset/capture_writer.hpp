@@ -63,10 +63,10 @@
 #include <variant>
 #include <vector>
 
+#include "meltrig/dataset/dataset_types.hpp"
 #include "meltrig/fw/result.hpp"
-#include "meltrig/rig/dataset_types.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 /// How every chunked dataset of a capture is compressed (recorded as the monitor group's
 /// `compression` attribute). Deflate and LZ4 run after a byte shuffle, which groups the float
@@ -194,4 +194,4 @@ class CaptureWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

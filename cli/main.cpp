@@ -8,6 +8,8 @@
 #include <csignal>
 
 #include "cli_common.hpp"
+#include "meltrig/fixtures/emulated_hvpm.hpp"
+#include "meltrig/rig/hvpm_monitor.hpp"
 
 namespace {
 extern "C" void on_signal(int) {
@@ -36,6 +38,8 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("meltrig: %l: [%n] %v");
   install_signal_handlers();
   set_invocation(argc, argv);
+  // "hvpm:emulated[:key=value,...]": the real HVPM driver over the in-process emulator.
+  meltrig::rig::HvpmMonitor::set_emulator_factory(&meltrig::fixtures::make_emulated_hvpm);
 
   CLI::App app{"meltrig: hardware-in-the-loop energy measurement of on-device LLMs"};
   app.set_version_flag("--version", std::string(MELTRIG_VERSION));

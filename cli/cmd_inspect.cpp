@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
-#include "meltrig/rig/capture_reader.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -25,10 +25,10 @@ std::string shortest(double v) {
   return std::string(buf.data(), r.ptr);
 }
 
-std::string attribute_or(const std::vector<rig::Attribute>& attrs, std::string_view name,
+std::string attribute_or(const std::vector<dataset::Attribute>& attrs, std::string_view name,
                          const char* fallback) {
-  const rig::AttributeValue* v = rig::find_attribute(attrs, name);
-  return v != nullptr ? rig::format_attribute_value(*v) : fallback;
+  const dataset::AttributeValue* v = dataset::find_attribute(attrs, name);
+  return v != nullptr ? dataset::format_attribute_value(*v) : fallback;
 }
 
 // "0.0248 s", or "3725.5 s (1 h 2 min 5.5 s)" when minutes help.
@@ -53,7 +53,7 @@ std::string entry_span_text(int level, double rate) {
   return std::to_string(per) + " samples (" + span + ")";
 }
 
-void print_counters(const rig::CaptureReader& r) {
+void print_counters(const dataset::CaptureReader& r) {
   std::size_t nonzero = 0;
   std::size_t width = 0;
   for (const auto& c : r.counters()) {
@@ -81,13 +81,13 @@ struct GapStats {
   std::array<std::uint64_t, 256> events{};   // rows per kind
   std::array<std::uint64_t, 256> samples{};  // samples per kind
   std::uint64_t missing = 0;                 // samples covered by kinds that cover rows
-  std::vector<rig::Gap> first_rows;
+  std::vector<dataset::Gap> first_rows;
 };
 
-Result<GapStats> gap_stats(const rig::CaptureReader& r) {
+Result<GapStats> gap_stats(const dataset::CaptureReader& r) {
   GapStats st;
   st.rows = r.gap_count();
-  std::vector<rig::Gap> block(static_cast<std::size_t>(std::min(st.rows, kGapBlock)));
+  std::vector<dataset::Gap> block(static_cast<std::size_t>(std::min(st.rows, kGapBlock)));
   for (std::uint64_t at = 0; at < st.rows;) {
     const auto n = static_cast<std::size_t>(std::min(st.rows - at, kGapBlock));
     if (auto res = r.read_gaps(at, std::span(block.data(), n)); !res) return res.error();
@@ -95,7 +95,7 @@ Result<GapStats> gap_stats(const rig::CaptureReader& r) {
       const auto kind = static_cast<std::uint8_t>(block[i].kind);
       ++st.events[kind];
       st.samples[kind] += block[i].count;
-      if (block[i].kind != rig::GapKind::duplicate_dropped) st.missing += block[i].count;
+      if (block[i].kind != dataset::GapKind::duplicate_dropped) st.missing += block[i].count;
       if (st.first_rows.size() < kGapRowsShown) st.first_rows.push_back(block[i]);
     }
     at += n;
@@ -104,8 +104,8 @@ Result<GapStats> gap_stats(const rig::CaptureReader& r) {
 }
 
 std::string kind_name(std::uint8_t kind) {
-  return kind < rig::kGapKindCount ? std::string(rig::kGapKindNames[kind])
-                                   : "kind " + std::to_string(kind);
+  return kind < dataset::kGapKindCount ? std::string(dataset::kGapKindNames[kind])
+                                       : "kind " + std::to_string(kind);
 }
 
 void print_gaps(const GapStats& st, double rate) {
@@ -116,7 +116,8 @@ void print_gaps(const GapStats& st, double rate) {
   std::printf("gaps:            %llu row(s)\n", static_cast<unsigned long long>(st.rows));
   for (std::size_t k = 0; k < st.events.size(); ++k) {
     if (st.events[k] == 0) continue;
-    const bool covers_rows = static_cast<rig::GapKind>(k) != rig::GapKind::duplicate_dropped;
+    const bool covers_rows =
+        static_cast<dataset::GapKind>(k) != dataset::GapKind::duplicate_dropped;
     std::printf("  %-18s %llu row(s), %llu sample(s) %s\n",
                 kind_name(static_cast<std::uint8_t>(k)).c_str(),
                 static_cast<unsigned long long>(st.events[k]),
@@ -133,14 +134,14 @@ void print_gaps(const GapStats& st, double rate) {
   }
 }
 
-int print_summaries(const rig::CaptureReader& r) {
+int print_summaries(const dataset::CaptureReader& r) {
   if (!r.has_summaries()) {
     std::printf("summaries:       none (file written without them): export reads raw samples\n");
     return kOk;
   }
-  std::vector<const rig::ChannelSpec*> floats;
+  std::vector<const dataset::ChannelSpec*> floats;
   for (const auto& c : r.channels()) {
-    if (c.type == rig::SampleType::f32) floats.push_back(&c);
+    if (c.type == dataset::SampleType::f32) floats.push_back(&c);
   }
   std::printf("summaries:       %zu level(s), entries of {mean, min, max, valid}\n",
               r.summary_levels().size());
@@ -163,9 +164,9 @@ int print_summaries(const rig::CaptureReader& r) {
 }
 
 int run(const std::string& path) {
-  auto opened = rig::CaptureReader::open(path);
+  auto opened = dataset::CaptureReader::open(path);
   if (!opened) return fail(opened.error().describe());
-  const rig::CaptureReader& r = *opened;
+  const dataset::CaptureReader& r = *opened;
   const auto& root = r.root_attributes();
   const auto& mon = r.monitor_attributes();
 
@@ -176,8 +177,8 @@ int run(const std::string& path) {
   std::printf("meltrig version: %s\n", attribute_or(root, "meltrig_version", "unknown").c_str());
   std::printf("host start:      %s (UTC, host wall clock)\n",
               attribute_or(root, "host_wall_clock_start_utc", "unknown").c_str());
-  std::string state = rig::capture_state_name(r.state());
-  if (r.state() == rig::CaptureState::running) {
+  std::string state = dataset::capture_state_name(r.state());
+  if (r.state() == dataset::CaptureState::running) {
     state += " (still being written, or the writer stopped without finishing)";
   }
   std::printf("state:           %s\n", state.c_str());
@@ -187,8 +188,8 @@ int run(const std::string& path) {
   std::printf("  port:          %s\n", attribute_or(mon, "port", "-").c_str());
   std::printf("  serial number: %s\n", attribute_or(mon, "serial_number", "-").c_str());
   std::printf("  firmware:      %s\n", attribute_or(mon, "firmware_version", "-").c_str());
-  if (const auto* c = rig::find_attribute(mon, "compression")) {
-    std::printf("  compression:   %s\n", rig::format_attribute_value(*c).c_str());
+  if (const auto* c = dataset::find_attribute(mon, "compression")) {
+    std::printf("  compression:   %s\n", dataset::format_attribute_value(*c).c_str());
   }
   auto gaps = gap_stats(r);
   if (!gaps) return fail(gaps.error().describe());
@@ -200,7 +201,7 @@ int run(const std::string& path) {
   std::printf("channels:        %zu\n", r.channels().size());
   for (const auto& c : r.channels()) {
     std::printf("  %-12s %-4s %-8s %s\n", c.name.c_str(), c.unit.empty() ? "-" : c.unit.c_str(),
-                c.type == rig::SampleType::f32 ? "float32" : "uint8", c.description.c_str());
+                c.type == dataset::SampleType::f32 ? "float32" : "uint8", c.description.c_str());
   }
   print_counters(r);
   print_gaps(*gaps, r.sample_rate_hz());

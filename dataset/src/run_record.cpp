@@ -1,5 +1,5 @@
-// Dataset extras: see dataset_extras.hpp for the layout and the caller's contract.
-#include "meltrig/rig/dataset_extras.hpp"
+// RunRecord: see run_record.hpp for the layout and the caller's contract.
+#include "meltrig/dataset/run_record.hpp"
 
 #include <algorithm>
 #include <array>
@@ -12,9 +12,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "meltrig/rig/h5_file.hpp"
+#include "meltrig/dataset/h5_file.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 namespace {
 
@@ -326,9 +326,9 @@ MarkerIssue issue_from(const std::string& s) {
 
 }  // namespace
 
-// ---- ExtrasFile ----
+// ---- RunRecord ----
 
-struct ExtrasFile::Impl {
+struct RunRecord::Impl {
   std::string path_text;
   h5::File file;
 
@@ -338,12 +338,12 @@ struct ExtrasFile::Impl {
   }
 };
 
-ExtrasFile::ExtrasFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ExtrasFile::ExtrasFile(ExtrasFile&&) noexcept = default;
-ExtrasFile& ExtrasFile::operator=(ExtrasFile&&) noexcept = default;
-ExtrasFile::~ExtrasFile() = default;
+RunRecord::RunRecord(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RunRecord::RunRecord(RunRecord&&) noexcept = default;
+RunRecord& RunRecord::operator=(RunRecord&&) noexcept = default;
+RunRecord::~RunRecord() = default;
 
-Result<ExtrasFile> ExtrasFile::open(const std::filesystem::path& path) {
+Result<RunRecord> RunRecord::open(const std::filesystem::path& path) {
   h5::silence_errors();
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
@@ -358,10 +358,10 @@ Result<ExtrasFile> ExtrasFile::open(const std::filesystem::path& path) {
                         "crash run `h5clear -s` first)",
                         "");
   }
-  return ExtrasFile(std::move(impl));
+  return RunRecord(std::move(impl));
 }
 
-Result<void> ExtrasFile::write_markers(std::string_view name, const MarkerLog& log) {
+Result<void> RunRecord::write_markers(std::string_view name, const MarkerLog& log) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   const hid_t file = impl_->file.get();
@@ -460,8 +460,8 @@ Result<void> ExtrasFile::write_markers(std::string_view name, const MarkerLog& l
   return h5::write_string_array_attribute(g, "kind_names", kind_names);
 }
 
-Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry,
-                                         std::string_view group) {
+Result<void> RunRecord::write_telemetry(const targets::Telemetry& telemetry,
+                                        std::string_view group) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   const hid_t file = impl_->file.get();
@@ -516,8 +516,8 @@ Result<void> ExtrasFile::write_telemetry(const targets::Telemetry& telemetry,
   return {};
 }
 
-Result<void> ExtrasFile::write_attribute_group(std::string_view group_path,
-                                               const std::vector<Attribute>& attrs) {
+Result<void> RunRecord::write_attribute_group(std::string_view group_path,
+                                              const std::vector<Attribute>& attrs) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   auto parts = split_path(group_path);
@@ -533,9 +533,9 @@ Result<void> ExtrasFile::write_attribute_group(std::string_view group_path,
 // The header keeps HDF5 out: hid_t is int64_t.
 static_assert(std::is_same_v<hid_t, std::int64_t>);
 
-Result<void> ExtrasFile::write_column(std::string_view dataset_path, std::int64_t file_type,
-                                      std::int64_t mem_type, std::size_t rows, const void* data,
-                                      const std::vector<Attribute>& attrs) {
+Result<void> RunRecord::write_column(std::string_view dataset_path, std::int64_t file_type,
+                                     std::int64_t mem_type, std::size_t rows, const void* data,
+                                     const std::vector<Attribute>& attrs) {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   auto parts = split_path(dataset_path);
@@ -555,22 +555,22 @@ Result<void> ExtrasFile::write_column(std::string_view dataset_path, std::int64_
   return write_attributes(dset->get(), attrs);
 }
 
-Result<void> ExtrasFile::write_series(std::string_view dataset_path, std::span<const double> values,
-                                      const std::vector<Attribute>& attrs) {
+Result<void> RunRecord::write_series(std::string_view dataset_path, std::span<const double> values,
+                                     const std::vector<Attribute>& attrs) {
   return write_column(dataset_path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values.size(), values.data(),
                       attrs);
 }
 
-Result<void> ExtrasFile::write_series_i64(std::string_view dataset_path,
-                                          std::span<const std::int64_t> values,
-                                          const std::vector<Attribute>& attrs) {
+Result<void> RunRecord::write_series_i64(std::string_view dataset_path,
+                                         std::span<const std::int64_t> values,
+                                         const std::vector<Attribute>& attrs) {
   return write_column(dataset_path, H5T_STD_I64LE, H5T_NATIVE_INT64, values.size(), values.data(),
                       attrs);
 }
 
-Result<void> ExtrasFile::write_clock_probes(std::string_view group_path,
-                                            std::span<const targets::ClockProbe> probes,
-                                            std::string_view host_clock) {
+Result<void> RunRecord::write_clock_probes(std::string_view group_path,
+                                           std::span<const targets::ClockProbe> probes,
+                                           std::string_view host_clock) {
   using P = targets::ClockProbe;
   struct Column {
     const char* name;
@@ -595,7 +595,7 @@ Result<void> ExtrasFile::write_clock_probes(std::string_view group_path,
   return {};
 }
 
-Result<void> ExtrasFile::close() {
+Result<void> RunRecord::close() {
   assert(impl_);
   if (auto r = impl_->usable(); !r) return r;
   if (impl_->file.close() < 0) return h5::h5_error(impl_->path_text, "cannot close", "");
@@ -607,7 +607,7 @@ Result<void> ExtrasFile::close() {
 namespace {
 template <typename Fn>
 Result<void> with_file(const std::filesystem::path& path, Fn&& fn) {
-  auto f = ExtrasFile::open(path);
+  auto f = RunRecord::open(path);
   if (!f) return f.error();
   if (auto r = fn(*f); !r) return r;
   return f->close();
@@ -616,23 +616,22 @@ Result<void> with_file(const std::filesystem::path& path, Fn&& fn) {
 
 Result<void> write_markers(const std::filesystem::path& path, std::string_view name,
                            const MarkerLog& log) {
-  return with_file(path, [&](ExtrasFile& f) { return f.write_markers(name, log); });
+  return with_file(path, [&](RunRecord& f) { return f.write_markers(name, log); });
 }
 
 Result<void> write_telemetry(const std::filesystem::path& path,
                              const targets::Telemetry& telemetry) {
-  return with_file(path, [&](ExtrasFile& f) { return f.write_telemetry(telemetry); });
+  return with_file(path, [&](RunRecord& f) { return f.write_telemetry(telemetry); });
 }
 
 Result<void> write_attribute_group(const std::filesystem::path& path, std::string_view group_path,
                                    const std::vector<Attribute>& attrs) {
-  return with_file(path, [&](ExtrasFile& f) { return f.write_attribute_group(group_path, attrs); });
+  return with_file(path, [&](RunRecord& f) { return f.write_attribute_group(group_path, attrs); });
 }
 
 Result<void> write_series(const std::filesystem::path& path, std::string_view dataset_path,
                           std::span<const double> values, const std::vector<Attribute>& attrs) {
-  return with_file(path,
-                   [&](ExtrasFile& f) { return f.write_series(dataset_path, values, attrs); });
+  return with_file(path, [&](RunRecord& f) { return f.write_series(dataset_path, values, attrs); });
 }
 
 // ---- reading ----
@@ -817,4 +816,4 @@ Result<targets::Telemetry> read_telemetry(const std::filesystem::path& path) {
   return out;
 }
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset

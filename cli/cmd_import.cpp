@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "cli_common.hpp"
-#include "meltrig/rig/capture_writer.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
+#include "meltrig/dataset/capture_writer.hpp"
+#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/targets/melt_import.hpp"
 
 namespace meltrig::cli {
@@ -74,7 +74,7 @@ std::int64_t unix_s_to_ns(double unix_s) {
 
 Result<void> write_capture(const ImportArgs& a, const melt::MeltRun& run,
                            const melt::PowerTrace& trace) {
-  rig::CaptureLayout layout;
+  dataset::CaptureLayout layout;
   layout.root_attributes = {{"meltrig_version", std::string(MELTRIG_VERSION)},
                             {"source", std::string("melt-import")},
                             {"melt_run_dir", std::filesystem::absolute(run.dir).string()}};
@@ -97,21 +97,22 @@ Result<void> write_capture(const ImportArgs& a, const melt::MeltRun& run,
                                 "/monsoon_host_time/t_rel_s")}};
   layout.sample_rate_hz = kMeltMonsoonRateHz;
   layout.channels = {
-      {"current", "A", rig::SampleType::f32, "main channel current (MELT CSV mA / 1000)"},
-      {"voltage", "V", rig::SampleType::f32, "main channel voltage"}};
+      {"current", "A", dataset::SampleType::f32, "main channel current (MELT CSV mA / 1000)"},
+      {"voltage", "V", dataset::SampleType::f32, "main channel voltage"}};
   layout.counter_names = {"malformed_rows"};
-  auto writer = rig::CaptureWriter::create(a.output, layout);
+  auto writer = dataset::CaptureWriter::create(a.output, layout);
   if (!writer) return writer.error();
   for (std::size_t at = 0; at < trace.size(); at += kAppendBlock) {
     const std::size_t n = std::min(kAppendBlock, trace.size() - at);
-    const std::array<rig::ChannelData, 2> channels{
+    const std::array<dataset::ChannelData, 2> channels{
         std::span<const float>(trace.current_a.data() + at, n),
         std::span<const float>(trace.voltage_v.data() + at, n)};
     if (auto r = writer->append({channels}); !r) return r;
   }
   const std::array<std::uint64_t, 1> counters{trace.malformed_rows};
   if (auto r = writer->set_counters(counters); !r) return r;
-  return writer->finish(rig::CaptureState::complete, "imported from MELT run " + run.dir.string());
+  return writer->finish(dataset::CaptureState::complete,
+                        "imported from MELT run " + run.dir.string());
 }
 
 int run(const ImportArgs& a) {
@@ -207,9 +208,9 @@ int run(const ImportArgs& a) {
     return fail(e.describe());
   };
   if (auto r = write_capture(a, run, trace); !r) return fail_and_remove(r.error());
-  auto extras = rig::ExtrasFile::open(a.output);
+  auto extras = dataset::RunRecord::open(a.output);
   if (!extras) return fail_and_remove(extras.error());
-  std::vector<rig::Attribute> host_time_attrs = {
+  std::vector<dataset::Attribute> host_time_attrs = {
       {"description", std::string("MELT's host arrival time of each sample's USB packet: host "
                                   "time.time() minus PyMonsoon's start, s; row i = sample i of "
                                   "/monsoon; consecutive samples may share one stamp")},
@@ -219,7 +220,7 @@ int run(const ImportArgs& a) {
       !r) {
     return fail_and_remove(r.error());
   }
-  std::vector<rig::Attribute> group_attrs = {
+  std::vector<dataset::Attribute> group_attrs = {
       {"start_unix_s", trace.start_unix_s},
       {"start_source", run.t_monsoon ? run.t_monsoon->string() : std::string()},
       {"note", std::string("start_unix_s = host time.time() right after sampling started "

@@ -15,20 +15,20 @@
 #include <thread>
 #include <vector>
 
-#include "meltrig/rig/capture_writer.hpp"
-#include "meltrig/rig/dataset_extras.hpp"
+#include "meltrig/dataset/capture_writer.hpp"
+#include "meltrig/dataset/run_record.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using meltrig::Errc;
-using meltrig::rig::CaptureLayout;
-using meltrig::rig::CaptureState;
-using meltrig::rig::CaptureWriter;
-using meltrig::rig::ChannelData;
-using meltrig::rig::ExtrasFile;
-using meltrig::rig::SampleType;
+using meltrig::dataset::CaptureLayout;
+using meltrig::dataset::CaptureState;
+using meltrig::dataset::CaptureWriter;
+using meltrig::dataset::ChannelData;
+using meltrig::dataset::RunRecord;
+using meltrig::dataset::SampleType;
 using meltrig::targets::ClockTriple;
 using meltrig::targets::MarkerEvent;
 using meltrig::targets::MarkerKind;
@@ -146,18 +146,18 @@ TEST_CASE("extras: markers round-trip with hostile strings, in C++ and h5py") {
   TempDir dir;
   const fs::path cap = finished_capture(dir);
   const MarkerLog log = hostile_log();
-  REQUIRE(meltrig::rig::write_markers(cap, "runner", log).ok());
+  REQUIRE(meltrig::dataset::write_markers(cap, "runner", log).ok());
   MarkerLog empty;
   empty.source = "empty.txt";
-  REQUIRE(meltrig::rig::write_markers(cap, "empty", empty).ok());
+  REQUIRE(meltrig::dataset::write_markers(cap, "empty", empty).ok());
 
-  auto back = meltrig::rig::read_markers(cap, "runner");
+  auto back = meltrig::dataset::read_markers(cap, "runner");
   REQUIRE(back.ok());
   check_same(log, *back);
-  auto back_empty = meltrig::rig::read_markers(cap, "empty");
+  auto back_empty = meltrig::dataset::read_markers(cap, "empty");
   REQUIRE(back_empty.ok());
   check_same(empty, *back_empty);
-  auto names = meltrig::rig::list_markers(cap);
+  auto names = meltrig::dataset::list_markers(cap);
   REQUIRE(names.ok());
   CHECK(*names == std::vector<std::string>{"empty", "runner"});
 
@@ -205,33 +205,33 @@ TEST_CASE("extras: refusals name the file, the object and the source line") {
   MarkerEvent nul = event(MarkerKind::user, 2, std::string("a\0b", 3));
   nul.line = 42;
   log.events.push_back(nul);
-  auto r = meltrig::rig::write_markers(cap, "runner", log);
+  auto r = meltrig::dataset::write_markers(cap, "runner", log);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == Errc::invalid_argument);
   CHECK(r.error().message.find(cap.string() + ": /markers/runner: m.txt:42: label holds a NUL") !=
         std::string::npos);
-  CHECK(meltrig::rig::list_markers(cap)->empty());  // nothing was created
+  CHECK(meltrig::dataset::list_markers(cap)->empty());  // nothing was created
 
   log.events.pop_back();
-  REQUIRE(meltrig::rig::write_markers(cap, "runner", log).ok());
-  auto again = meltrig::rig::write_markers(cap, "runner", log);
+  REQUIRE(meltrig::dataset::write_markers(cap, "runner", log).ok());
+  auto again = meltrig::dataset::write_markers(cap, "runner", log);
   REQUIRE_FALSE(again.ok());
   CHECK(again.error().message.find("/markers/runner exists already") != std::string::npos);
   for (const char* bad : {"", "a/b", ".", ".."}) {
-    auto b = meltrig::rig::write_markers(cap, bad, log);
+    auto b = meltrig::dataset::write_markers(cap, bad, log);
     REQUIRE_FALSE(b.ok());
     CHECK(b.error().code == Errc::invalid_argument);
   }
 
-  auto missing = ExtrasFile::open(dir / "nope.h5");
+  auto missing = RunRecord::open(dir / "nope.h5");
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().code == Errc::not_found);
   std::ofstream(dir / "not.h5") << "not hdf5";
-  auto not_h5 = ExtrasFile::open(dir / "not.h5");
+  auto not_h5 = RunRecord::open(dir / "not.h5");
   REQUIRE_FALSE(not_h5.ok());
   CHECK(not_h5.error().code == Errc::file_error);
   CHECK(not_h5.error().message.starts_with((dir / "not.h5").string() + ": cannot open"));
-  auto no_group = meltrig::rig::read_markers(cap, "other");
+  auto no_group = meltrig::dataset::read_markers(cap, "other");
   REQUIRE_FALSE(no_group.ok());
   CHECK(no_group.error().code == Errc::not_found);
 }
@@ -245,13 +245,13 @@ TEST_CASE("extras: a capture still being written by another process cannot be re
   REQUIRE(meltrig::test::wait_for_path(live));
   // Wait until the writer has laid the file out (SWMR started), then try to add to it.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  auto f = ExtrasFile::open(live);
+  auto f = RunRecord::open(live);
   REQUIRE_FALSE(f.ok());
   CHECK(f.error().code == Errc::file_error);
   CHECK(f.error().message.starts_with(live.string() + ": cannot open for adding extras"));
   cap.signal(SIGINT);
   CHECK(cap.wait() == 0);
-  auto after = ExtrasFile::open(live);  // finished: now it can
+  auto after = RunRecord::open(live);  // finished: now it can
   REQUIRE(after.ok());
   REQUIRE(after->write_attribute_group("/truth", {{"ok", std::int64_t{1}}}).ok());
   CHECK(after->close().ok());
@@ -267,7 +267,7 @@ TEST_CASE("extras: telemetry, attribute groups and series") {
   tel.get("thermal/soc", "degC").description = "SoC zone, thermal_zone3";
   tel.get("empty", "W");
   {
-    auto f = ExtrasFile::open(cap);
+    auto f = RunRecord::open(cap);
     REQUIRE(f.ok());
     REQUIRE(f->write_telemetry(tel).ok());
     REQUIRE(f->write_attribute_group("/truth", {{"tokens", std::int64_t{16}},
@@ -296,7 +296,7 @@ TEST_CASE("extras: telemetry, attribute groups and series") {
     REQUIRE(f->close().ok());
     CHECK_FALSE(f->close().ok());
   }
-  auto back = meltrig::rig::read_telemetry(cap);
+  auto back = meltrig::dataset::read_telemetry(cap);
   REQUIRE(back.ok());
   REQUIRE(back->series.size() == 3);  // name order: empty, power/..., thermal/soc
   CHECK(back->series[0].name == "empty");
@@ -350,7 +350,7 @@ TEST_CASE("import melt: the CLI turns the fixture run into a capture h5py reads"
   CHECK(err.find("/markers/iter0_conv1: 22 events, 10 tokens") != std::string::npos);
   CHECK(err.find("notes.txt") != std::string::npos);
 
-  auto markers = meltrig::rig::read_markers(out, "iter0_conv0");
+  auto markers = meltrig::dataset::read_markers(out, "iter0_conv0");
   REQUIRE(markers.ok());
   CHECK(markers->clock == "realtime");
 
@@ -412,10 +412,10 @@ TEST_CASE("import melt: planted errors are listed by file:line and the rest impo
   CHECK(err.find((run / "measurements_monsoon.csv").string() + ":8002: last row") !=
         std::string::npos);
   CHECK(err.find("monsoon: 8000 samples (2 malformed rows skipped)") != std::string::npos);
-  auto names = meltrig::rig::list_markers(out);
+  auto names = meltrig::dataset::list_markers(out);
   REQUIRE(names.ok());
   CHECK(*names == std::vector<std::string>{"iter0_conv0"});
-  auto log = meltrig::rig::read_markers(out, "iter0_conv0");
+  auto log = meltrig::dataset::read_markers(out, "iter0_conv0");
   REQUIRE(log.ok());
   REQUIRE(log->issues.size() == 1);
   CHECK(log->issues[0].line == 54);

@@ -1,5 +1,5 @@
 // HDF5 RAII helpers: see h5_file.hpp.
-#include "meltrig/rig/h5_file.hpp"
+#include "meltrig/dataset/h5_file.hpp"
 
 #include <sys/stat.h>
 
@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace meltrig::rig::h5 {
+namespace meltrig::dataset::h5 {
 
 namespace {
 
@@ -348,4 +348,4 @@ Result<bool> file_unlinked(hid_t file, std::string_view path) {
   return st.st_nlink == 0;
 }
 
-}  // namespace meltrig::rig::h5
+}  // namespace meltrig::dataset::h5

@@ -1,5 +1,5 @@
 // CaptureWriter: see capture_writer.hpp for the file layout and the caller's contract.
-#include "meltrig/rig/capture_writer.hpp"
+#include "meltrig/dataset/capture_writer.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -16,9 +16,9 @@
 #include <system_error>
 #include <utility>
 
-#include "meltrig/rig/h5_file.hpp"
+#include "meltrig/dataset/h5_file.hpp"
 
-namespace meltrig::rig {
+namespace meltrig::dataset {
 
 namespace {
 
@@ -1089,4 +1089,4 @@ const std::filesystem::path& CaptureWriter::path() const {
   return impl_->path;
 }
 
-}  // namespace meltrig::rig
+}  // namespace meltrig::dataset
