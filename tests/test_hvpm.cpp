@@ -1233,7 +1233,7 @@ TEST_CASE("hvpm calibration: nothing converts before 5 readings of main, USB and
   cfg.cal_samples = 2;
   cfg.waveform = fixtures::Waveform::constant(0.8);
   auto r = run(dir, cfg, 3.5);
-  CHECK(r.summary.state == rig::CaptureState::complete);
+  CHECK(r.summary.state == dataset::CaptureState::complete);
   const std::uint64_t uncal = counter(r.summary, "uncalibrated_samples");
   CHECK(uncal >= 12498);  // the packet holding sample 12500 may start up to 2 samples before it
   CHECK(uncal <= 12500);
@@ -1273,7 +1273,7 @@ TEST_CASE("hvpm capture: negative zero offsets, mean current within 0.1% of the 
   rig::MonitorConfig mc;
   mc.usb_passthrough = rig::MonitorConfig::UsbPassthrough::on;
   auto r = run(dir, cfg, 3.0, {}, mc);
-  REQUIRE(r.summary.state == rig::CaptureState::complete);
+  REQUIRE(r.summary.state == dataset::CaptureState::complete);
   REQUIRE(r.truth.samples_sent > 10'000);
   CHECK(r.summary.samples == r.truth.samples_sent);
   CHECK(r.summary.valid_samples == r.truth.samples_sent);
