@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,6 +21,7 @@
 #include "meltrig/fw/lvpm_protocol.hpp"
 #include "meltrig/fw/ppk2_protocol.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
+#include "meltrig/targets/stamp.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -376,6 +378,50 @@ int run_longrun(const LongrunArgs& a) {
   return s->failure ? kFailure : kOk;
 }
 
+struct StampArgs {
+  std::string stamp_tool, runner, dir = ".";
+  int tokens = 300, runs = 3;
+  bool realtime = false;
+};
+
+/// A sibling build product: `name` under DIR/../SUB or DIR/../../SUB, DIR = this binary's dir.
+std::string beside_build(const std::string& sub) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  for (const char* up : {"..", "../.."}) {
+    const fs::path p = exe.parent_path() / up / sub;
+    if (!ec && fs::exists(p, ec)) return p.lexically_normal().string();
+  }
+  return sub;
+}
+
+int run_stamp(const StampArgs& a) {
+  namespace mt = meltrig::targets;
+  mt::StampBenchOptions o;
+  o.stamp_tool = a.stamp_tool.empty() ? beside_build("targets/meltrig_stamp") : a.stamp_tool;
+  o.runner = a.runner.empty() ? beside_build("examples/meltrig_toy_runner") : a.runner;
+  o.dir = a.dir;
+  o.tokens = a.tokens;
+  o.realtime = a.realtime;
+  std::printf("toy runner --stream, %d tokens, under %s\n", a.tokens, o.stamp_tool.c_str());
+  for (int i = 0; i < a.runs; ++i) {
+    auto e = mt::measure_stamp_errors(o);
+    if (!e) return fail(e.error().describe());
+    double load[1] = {0};
+    (void)::getloadavg(load, 1);
+    std::printf(
+        "run %d: %lld/%lld tokens found, %lld chunks, %lld coalesced; stamp - emission us: p50 "
+        "%.1f p90 %.1f p99 %.1f max %.1f (load %.2f)\n",
+        i + 1, static_cast<long long>(e->found), static_cast<long long>(e->true_tokens),
+        static_cast<long long>(e->chunks), static_cast<long long>(e->coalesced),
+        static_cast<double>(e->quantile(0.5)) / 1e3, static_cast<double>(e->quantile(0.9)) / 1e3,
+        static_cast<double>(e->quantile(0.99)) / 1e3, static_cast<double>(e->quantile(1.0)) / 1e3,
+        load[0]);
+  }
+  return kOk;
+}
+
 }  // namespace
 
 void add_bench(CLI::App& app, Commands& cmds) {
@@ -403,6 +449,17 @@ void add_bench(CLI::App& app, Commands& cmds) {
       ->capture_default_str();
   longrun->add_flag("--keep", la->keep, "keep the capture file");
   cmds.push_back({longrun, [la] { return run_longrun(*la); }});
+
+  auto sa = std::make_shared<StampArgs>();
+  auto* stamp = bench->add_subcommand(
+      "stamp", "stamp minus true emission time: the toy runner streaming under meltrig_stamp");
+  stamp->add_option("--stamp-tool", sa->stamp_tool, "meltrig_stamp (default: this build's)");
+  stamp->add_option("--runner", sa->runner, "meltrig_toy_runner (default: this build's)");
+  stamp->add_option("--dir", sa->dir, "directory for the marker files")->capture_default_str();
+  stamp->add_option("--tokens", sa->tokens, "tokens per run")->capture_default_str();
+  stamp->add_option("--runs", sa->runs, "runs")->capture_default_str();
+  stamp->add_flag("--realtime", sa->realtime, "meltrig_stamp --realtime (SCHED_FIFO stamper)");
+  cmds.push_back({stamp, [sa] { return run_stamp(*sa); }});
 
   auto so = std::make_shared<fixtures::sim::SyncBenchOptions>();
   auto* sync = bench->add_subcommand(

@@ -12,6 +12,7 @@
 #include "meltrig/rig/registry.hpp"
 #include "meltrig/rig/routed_relay.hpp"
 #include "meltrig/targets/markers.hpp"
+#include "meltrig/targets/stamp.hpp"
 #include "meltrig/targets/target_spec.hpp"
 #include "target_record.hpp"
 
@@ -36,6 +37,10 @@ struct RunArgs {
   std::string relay;
   int route = 0;
   std::vector<int> safe_on;
+  bool stamp = false;               ///< unmodified runner: meltrig_stamp writes --markers
+  std::string stamp_tool;           ///< host build of meltrig_stamp to install, or "" (device PATH)
+  std::string stamp_prompt_file;    ///< device path, for meltrig_stamp --prompt-file
+  bool stamp_realtime = false;      ///< meltrig_stamp --realtime
   std::vector<std::string> runner;  ///< argv after `--`
 };
 
@@ -94,6 +99,14 @@ int run(const RunArgs& a) {
       return fail("--push " + local + ":" + remote + ": " + r.error().describe());
   }
 
+  std::vector<std::string> runner_argv = a.runner;
+  if (a.stamp) {
+    auto s = mt::prepare_stamp(target, a.stamp_tool, a.markers, a.stamp_prompt_file);
+    if (!s) return fail("--stamp: " + s.error().describe());
+    s->realtime = a.stamp_realtime;
+    runner_argv = mt::stamped_argv(*s, a.runner);
+  }
+
   std::unique_ptr<rig::RoutedRelay> routed;
   if (int rc = route_relay(a.relay, a.route, a.safe_on, routed); rc != kOk) return rc;
   auto info = (*monitor)->open();
@@ -104,7 +117,7 @@ int run(const RunArgs& a) {
 
   TargetRecord rec;
   rec.describe = target.describe();
-  rec.argv = a.runner;
+  rec.argv = runner_argv;
   rec.probe_clock =
       "host: CLOCK_MONOTONIC (steady) ns, same clock as the root attribute "
       "host_steady_clock_start_ns";
@@ -135,12 +148,13 @@ int run(const RunArgs& a) {
     }
   });
 
-  std::string run_error;  // what went wrong on the target side (the dataset is kept)
+  std::string run_error;      // what went wrong on the target side (the dataset is kept)
+  std::string runner_output;  // stdout + stderr, for the summary a stamped runner prints
   bool go = idle(a.idle_before);
   mt::TelemetrySampler sampler(target, milliseconds(a.telemetry_ms));
   sampler.start();
   if (go) {
-    auto h = target.launch(a.runner);
+    auto h = target.launch(runner_argv);
     if (!h) {
       run_error = "runner " + a.runner.front() + ": " + h.error().describe();
     } else {
@@ -176,6 +190,7 @@ int run(const RunArgs& a) {
         run_error = "runner " + a.runner.front() + ": " + out.error().describe();
       } else {
         rec.exit_code = out->exit_code;
+        runner_output = out->out + out->err;
         if (rec.timed_out) {
           run_error = "runner " + a.runner.front() + ": timed out after " +
                       std::to_string(a.timeout) + " s and was terminated";
@@ -231,6 +246,12 @@ int run(const RunArgs& a) {
   auto file = dataset::RunRecord::open(a.output);
   if (!file) return fail(file.error().describe());
   if (auto w = write_target(*file, rec, "telemetry"); !w) return fail(w.error().describe());
+  if (log && a.stamp) {  // the checked markers as "runner", the stamps as they were beside them
+    auto checked = mt::check_stamped_output(*log, runner_output);
+    std::fprintf(stderr, "stamp: %s\n", checked.message.c_str());
+    if (auto w = file->write_markers("runner_stamped", *log); !w) return fail(w.error().describe());
+    log = std::move(checked.log);
+  }
   if (log) {
     if (auto w = file->write_markers("runner", *log); !w) return fail(w.error().describe());
   }
@@ -289,6 +310,14 @@ void add_run(CLI::App& app, Commands& cmds) {
   cmd->add_option("--relay", a->relay, "relay routing the monitor to the device");
   cmd->add_option("--route", a->route, "relay channel to route to while capturing");
   cmd->add_option("--safe-on", a->safe_on, "relay channels on in the safe state")->delimiter(',');
+  cmd->add_flag("--stamp", a->stamp,
+                "unmodified runner: run it under meltrig_stamp, which writes --markers");
+  cmd->add_option("--stamp-tool", a->stamp_tool,
+                  "host build of meltrig_stamp for the device, installed beside --markers");
+  cmd->add_option("--stamp-prompt-file", a->stamp_prompt_file,
+                  "device file holding the prompt (else the runner's -p/--prompt)");
+  cmd->add_flag("--stamp-realtime", a->stamp_realtime,
+                "meltrig_stamp --realtime: the stamper at SCHED_FIFO (needs the privilege)");
   cmd->add_option("runner", a->runner, "the runner's argv, after `--`");
   cmds.push_back({cmd, [a] { return run(*a); }});
 }

@@ -659,7 +659,8 @@ TEST_CASE("markers: toy runner arguments") {
 }
 
 TEST_CASE(
-    "markers: the SDK, the toy runner and the device probe compile as C99 for aarch64 Linux") {
+    "markers: the SDK, the toy runner, the device probe and the stamper compile as C99 for "
+    "aarch64 Linux") {
   // A Jetson (and a phone's kernel) is aarch64: cross-compile with clang against Debian's
   // aarch64 glibc headers (libc6-dev-arm64-cross), with the strict flags of the native build,
   // and check the object really is AArch64 ELF (e_machine 183).
@@ -671,7 +672,8 @@ TEST_CASE(
   };
   for (const Unit& u :
        {Unit{src + "/examples/runner/toy_runner.c", {"-I" + src + "/targets/include"}},
-        Unit{src + "/targets/tools/meltrig_probe.c", {"-I" + src + "/targets/include"}}}) {
+        Unit{src + "/targets/tools/meltrig_probe.c", {"-I" + src + "/targets/include"}},
+        Unit{src + "/targets/tools/meltrig_stamp.c", {"-I" + src + "/targets/include"}}}) {
     CAPTURE(u.file);
     const auto obj = dir / "unit.o";
     std::vector<std::string> argv = {"/usr/bin/clang", "--target=aarch64-linux-gnu",

@@ -1,8 +1,9 @@
-// Energy over a window: see energy.hpp.
+// Energy over windows: see energy.hpp.
 #include "meltrig/analysis/energy.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 namespace meltrig::analysis {
 
@@ -14,28 +15,182 @@ WindowEnergy integrate_power(std::span<const float> p, double rate_hz, double t0
   t1 = std::clamp(t1, 0.0, last_t);
   out.seconds = t1 - t0;
   if (!(t1 > t0)) return out;
-  auto value_at = [&](double t) {  // linear interpolation between neighbouring samples
-    double x = t * rate_hz;
-    auto i = static_cast<std::size_t>(std::floor(x));
-    if (i + 1 >= p.size()) return static_cast<double>(p.back());
-    double f = x - static_cast<double>(i);
-    return p[i] * (1.0 - f) + p[i + 1] * f;
-  };
-  const auto first = static_cast<std::size_t>(std::ceil(t0 * rate_hz));
-  const auto last = static_cast<std::size_t>(std::floor(t1 * rate_hz));
-  double prev_t = t0, prev_v = value_at(t0);
-  for (std::size_t i = first; i <= last && i < p.size(); ++i) {
-    double t = static_cast<double>(i) / rate_hz;
-    double v = p[i];
-    if (std::isnan(v)) ++out.missing_samples;
-    if (t > prev_t && !std::isnan(v) && !std::isnan(prev_v))
-      out.joules += 0.5 * (v + prev_v) * (t - prev_t);
-    prev_t = t;
-    prev_v = v;
+  WindowIntegrator wi(rate_hz, {Window{t0, t1}});
+  (void)wi.add(0, p);
+  wi.finish();
+  out.joules = wi.window(0).energy_j;
+  out.missing_samples = wi.window(0).missing_samples;
+  return out;
+}
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void erase_value(std::vector<std::uint32_t>& v, std::uint32_t x) {
+  auto it = std::find(v.begin(), v.end(), x);
+  if (it != v.end()) v.erase(it);
+}
+
+}  // namespace
+
+WindowStats between(const CumState& a, const CumState& b, double duration_s) {
+  WindowStats w;
+  w.duration_s = duration_s;
+  w.energy_j = b.energy_j - a.energy_j;
+  w.covered_s = std::max(0.0, b.covered_s - a.covered_s);
+  w.missing_samples = b.missing >= a.missing ? b.missing - a.missing : 0;
+  return w;
+}
+
+WindowIntegrator::WindowIntegrator(double rate_hz, std::vector<Window> windows,
+                                   std::vector<double> probes, double probe_radius_s)
+    : rate_(rate_hz), windows_(std::move(windows)) {
+  stats_.resize(windows_.size());
+  start_state_.resize(windows_.size());
+  edges_.reserve(2 * (windows_.size() + probes.size()));
+  for (std::size_t i = 0; i < windows_.size(); ++i) {
+    Window& w = windows_[i];
+    if (!std::isfinite(w.t0_s) || !std::isfinite(w.t1_s)) {  // never seen: all gap, no data
+      w.t0_s = w.t1_s = std::numeric_limits<double>::infinity();
+    }
+    if (!(w.t1_s >= w.t0_s)) w.t1_s = w.t0_s;
+    auto id = static_cast<std::uint32_t>(i);
+    edges_.push_back({w.t0_s, id, 0});
+    edges_.push_back({w.t1_s, id, 1});
   }
-  double v1 = value_at(t1);
-  if (t1 > prev_t && !std::isnan(v1) && !std::isnan(prev_v))
-    out.joules += 0.5 * (v1 + prev_v) * (t1 - prev_t);
+  snippets_.resize(probes.size());
+  for (std::size_t i = 0; i < probes.size(); ++i) {
+    if (!std::isfinite(probes[i])) probes[i] = std::numeric_limits<double>::infinity();
+    snippets_[i].t0_s = probes[i] - probe_radius_s;
+    snippets_[i].t1_s = probes[i] + probe_radius_s;
+    auto id = static_cast<std::uint32_t>(i);
+    edges_.push_back({snippets_[i].t0_s, id, 2});
+    edges_.push_back({snippets_[i].t1_s, id, 3});
+  }
+  std::stable_sort(edges_.begin(), edges_.end(), [](const Edge& a, const Edge& b) {
+    return a.t < b.t || (a.t == b.t && a.kind < b.kind);
+  });
+}
+
+void WindowIntegrator::on_edge(const Edge& e, const CumState& s, double v_at) {
+  switch (e.kind) {
+    case 0:
+      start_state_[e.id] = s;
+      stats_[e.id].peak_w = v_at;
+      active_.push_back(e.id);
+      break;
+    case 1: {
+      double peak = std::fmax(stats_[e.id].peak_w, v_at);
+      const Window& w = windows_[e.id];
+      stats_[e.id] = between(start_state_[e.id], s, w.t1_s > w.t0_s ? w.t1_s - w.t0_s : 0.0);
+      stats_[e.id].peak_w = peak;
+      erase_value(active_, e.id);
+      break;
+    }
+    case 2:
+      if (have_prev_) {  // keep the sample before the range, so any t inside can be integrated
+        Snippet& sn = snippets_[e.id];
+        sn.first_index = next_index_ - 1;
+        sn.power_w.push_back(static_cast<float>(prev_v_));
+        sn.cum.push_back(cum_);
+      }
+      active_probes_.push_back(e.id);
+      break;
+    default:
+      closing_probes_.push_back(e.id);
+      break;
+  }
+}
+
+void WindowIntegrator::pass_edges(double t_limit, bool inclusive, double t, double v, bool valid) {
+  while (next_edge_ < edges_.size()) {
+    const Edge& e = edges_[next_edge_];
+    if (inclusive ? e.t > t_limit : e.t >= t_limit) break;
+    CumState s = cum_;
+    double v_at = kNaN;
+    if (have_prev_ && e.t > prev_t_ && t > prev_t_) {
+      double f = std::min(1.0, (e.t - prev_t_) / (t - prev_t_));
+      if (valid && !std::isnan(prev_v_)) {
+        v_at = prev_v_ + f * (v - prev_v_);
+        s.energy_j += 0.5 * (prev_v_ + v_at) * (e.t - prev_t_);
+        s.covered_s += e.t - prev_t_;
+      }
+    } else if (have_prev_ && e.t <= prev_t_) {
+      v_at = prev_v_;
+    }
+    on_edge(e, s, v_at);
+    ++next_edge_;
+  }
+}
+
+void WindowIntegrator::step(std::uint64_t index, float value, std::uint64_t weight) {
+  const double t = static_cast<double>(index) / rate_;
+  const double v = value;
+  const bool valid = !std::isnan(v);
+  pass_edges(t, true, t, v, valid);
+  if (have_prev_ && valid && !std::isnan(prev_v_)) {
+    cum_.energy_j += 0.5 * (prev_v_ + v) * (t - prev_t_);
+    cum_.covered_s += t - prev_t_;
+  }
+  if (!valid) cum_.missing += weight;
+  if (valid) {
+    for (std::uint32_t w : active_)
+      stats_[w].peak_w = std::fmax(stats_[w].peak_w, v);
+  }
+  for (std::uint32_t p : active_probes_) {
+    Snippet& sn = snippets_[p];
+    if (sn.power_w.empty()) sn.first_index = index;
+    sn.power_w.push_back(value);
+    sn.cum.push_back(cum_);
+  }
+  for (std::uint32_t p : closing_probes_)
+    erase_value(active_probes_, p);
+  closing_probes_.clear();
+  have_prev_ = true;
+  prev_t_ = t;
+  prev_v_ = v;
+  next_index_ = index + 1;
+}
+
+Result<void> WindowIntegrator::add(std::uint64_t start_index, std::span<const float> p) {
+  if (finished_) return make_error(Errc::invalid_argument, "samples added after finish()");
+  if (start_index < next_index_) {
+    return make_error(Errc::invalid_argument,
+                      "chunk starting at sample " + std::to_string(start_index) +
+                          " goes back before sample " + std::to_string(next_index_));
+  }
+  if (p.empty()) return {};
+  if (start_index > next_index_) {  // absent samples: one NaN stands for all of them
+    step(start_index - 1, std::numeric_limits<float>::quiet_NaN(), start_index - next_index_);
+  }
+  for (std::size_t i = 0; i < p.size(); ++i)
+    step(start_index + i, p[i], 1);
+  return {};
+}
+
+void WindowIntegrator::finish() {
+  if (finished_) return;
+  finished_ = true;
+  const double inf = std::numeric_limits<double>::infinity();
+  pass_edges(inf, true, have_prev_ ? prev_t_ : 0.0, kNaN, false);
+}
+
+CumState state_at(const Snippet& s, double rate_hz, double t) {
+  if (s.power_w.empty()) return {};
+  auto time_of = [&](std::size_t j) { return static_cast<double>(s.first_index + j) / rate_hz; };
+  double x = t * rate_hz - static_cast<double>(s.first_index);
+  if (!(x > 0.0)) return s.cum.front();
+  auto j = static_cast<std::size_t>(std::floor(x));
+  if (j + 1 >= s.power_w.size()) return s.cum.back();
+  CumState out = s.cum[j];
+  double a = s.power_w[j], b = s.power_w[j + 1];
+  if (!std::isnan(a) && !std::isnan(b)) {
+    double dt = t - time_of(j);
+    double f = x - static_cast<double>(j);
+    out.energy_j += 0.5 * (a + (a + f * (b - a))) * dt;
+    out.covered_s += dt;
+  }
   return out;
 }
 

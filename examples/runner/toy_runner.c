@@ -229,6 +229,7 @@ typedef struct options {
   long long clock_period_ms;
   long long token_delay_ms;
   int fsync_each;
+  int stream;
 } options;
 
 static int usage(const char* msg, const char* arg) {
@@ -237,7 +238,7 @@ static int usage(const char* msg, const char* arg) {
           "usage: meltrig_toy_runner --markers PATH --prompt TEXT --tokens N [--model NAME]\n"
           "       [--seed S] [--run-id ID] [--sync-code 0x1F35 --sync-bits 13 --sync-chip-ms 20]\n"
           "       [--sync-threads N] [--no-sync] [--clock-period-ms 1000] [--token-delay-ms D]\n"
-          "       [--fsync] | --print-args ARGS...\n");
+          "       [--fsync] [--stream] | --print-args ARGS...\n");
   return 2;
 }
 
@@ -285,6 +286,9 @@ static int parse_args(int argc, char** argv, options* o) {
       takes = 0;
     } else if (strcmp(a, "--fsync") == 0) {
       o->fsync_each = 1;
+      takes = 0;
+    } else if (strcmp(a, "--stream") == 0) {
+      o->stream = 1;
       takes = 0;
     } else if (v == NULL) {
       return usage(strncmp(a, "--", 2) == 0 ? "missing value for" : "unknown argument", a);
@@ -344,6 +348,46 @@ static void delay_ms(long long ms) {
   }
 }
 
+/* ---- streaming mode (--stream) ----------------------------------------------------------------
+ */
+
+static void write_out(const char* s, size_t n) {
+  while (n > 0) {
+    ssize_t r = write(STDOUT_FILENO, s, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return;
+    s += r;
+    n -= (size_t)r;
+  }
+}
+
+/* Prints token `i` (id `tok`) as " wID" in one write() and marks it with the time taken right
+ * before that write: the true emission time a stamper reading stdout is measured against. */
+static int stream_token(mm_writer* w, int i, int tok) {
+  char piece[32];
+  int n = snprintf(piece, sizeof piece, " w%d", tok);
+  int64_t t = mm_now_ns();
+  write_out(piece, (size_t)n);
+  return mm_token_at(w, t, i, n, 0);
+}
+
+/* The llama.cpp end-of-run summary (current llama_perf_* format) on stderr, with this run's
+ * counts and times, so a stamped run can be checked against the runner's own figures. */
+static void print_perf(int n_prompt, long long tokens, int64_t t_prefill, int64_t t_decode,
+                       int64_t t_total) {
+  double prompt_ms = (double)t_prefill / 1e6, eval_ms = (double)t_decode / 1e6;
+  long long runs = tokens > 0 ? tokens - 1 : 0;
+  fprintf(stderr, "llama_perf_sampler_print:    sampling time = %10.2f ms / %5lld runs\n", 0.0,
+          tokens);
+  fprintf(stderr, "llama_perf_context_print:        load time = %10.2f ms\n", 0.0);
+  fprintf(stderr, "llama_perf_context_print: prompt eval time = %10.2f ms / %5d tokens\n",
+          prompt_ms, n_prompt);
+  fprintf(stderr, "llama_perf_context_print:        eval time = %10.2f ms / %5lld runs\n", eval_ms,
+          runs);
+  fprintf(stderr, "llama_perf_context_print:       total time = %10.2f ms / %5lld tokens\n",
+          (double)t_total / 1e6, (long long)n_prompt + runs);
+}
+
 /* Writes run.end status=interrupted, frees what the run holds and returns the exit code for the
  * signal (128 + signal). */
 static int interrupted(mm_writer* w, model* m, int* prompt_ids) {
@@ -355,27 +399,62 @@ static int interrupted(mm_writer* w, model* m, int* prompt_ids) {
   return 128 + sig;
 }
 
-int main(int argc, char** argv) {
-  options o;
-  mm_writer w;
-  model m;
-  struct sigaction sa;
-  char header[256], run_id[64];
-  int* prompt_ids;
-  int n_prompt, rc, i, tok, pos = 0;
-  int64_t t_first = 0, t_last = 0;
-
+/* --print-args anywhere: each argument on its own line (quoting tests); 1 if it was there. */
+static int print_args(int argc, char** argv) {
+  int i;
   for (i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--print-args") == 0) {
       for (i = 1; i < argc; ++i) {
         fputs(argv[i], stdout);
         fputc('\n', stdout);
       }
-      return 0;
+      return 1;
     }
   }
-  rc = parse_args(argc, argv, &o);
-  if (rc != 0) return rc;
+  return 0;
+}
+
+static void install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal; /* no SA_RESTART: sleeps return early */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static int open_markers(mm_writer* w, const options* o) {
+  char header[256];
+  int rc;
+  snprintf(header, sizeof header, "runner=meltrig_toy_runner seed=%llu", o->seed);
+  if ((rc = mm_open(w, o->markers, header)) != 0) return rc;
+  mm_set_fsync(w, o->fsync_each);
+  mm_set_clock_period_ns(w, (int64_t)o->clock_period_ms * 1000000LL);
+  if (o->sync) mm_set_busy_threads(w, (int)o->sync_threads);
+  return 0;
+}
+
+/* The summary line: stdout, or stderr in --stream mode (stdout holds only the tokens). */
+static void report(const options* o, int n_prompt, int tok, int64_t decode_ns) {
+  fprintf(o->stream ? stderr : stdout,
+          "prompt_tokens=%d tokens=%lld last_token_id=%d decode_ms_per_token=%.3f\n", n_prompt,
+          o->tokens, tok,
+          o->tokens > 1
+              ? (double)decode_ns / 1e6 / (double)(o->tokens - 1) - (double)o->token_delay_ms
+              : 0.0);
+}
+
+int main(int argc, char** argv) {
+  options o;
+  mm_writer w;
+  model m;
+  char run_id[64];
+  int* prompt_ids;
+  int n_prompt, rc, i, tok, pos = 0;
+  int64_t t_first = 0, t_last = 0, t_start = mm_now_ns(), t_prefill = 0;
+
+  if (print_args(argc, argv)) return 0;
+  if ((rc = parse_args(argc, argv, &o)) != 0) return rc;
 
   n_prompt = tokenize(o.prompt, NULL, 0);
   if (n_prompt == 0) return usage("the prompt has no words", NULL);
@@ -385,18 +464,8 @@ int main(int argc, char** argv) {
   if (prompt_ids == NULL) return fail("prompt", -ENOMEM);
   tokenize(o.prompt, prompt_ids, n_prompt);
 
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal; /* no SA_RESTART: sleeps return early */
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-
-  snprintf(header, sizeof header, "runner=meltrig_toy_runner seed=%llu", o.seed);
-  rc = mm_open(&w, o.markers, header);
-  if (rc != 0) return fail(o.markers, rc);
-  mm_set_fsync(&w, o.fsync_each);
-  mm_set_clock_period_ns(&w, (int64_t)o.clock_period_ms * 1000000LL);
-  if (o.sync) mm_set_busy_threads(&w, (int)o.sync_threads);
+  install_handlers();
+  if ((rc = open_markers(&w, &o)) != 0) return fail(o.markers, rc);
   memset(&m, 0, sizeof m);
 
   if (o.run_id == NULL) {
@@ -419,18 +488,22 @@ int main(int argc, char** argv) {
   }
   if ((rc = mm_load_end(&w)) != 0) return fail("load.end", rc);
 
+  if (o.stream) write_out(o.prompt, strlen(o.prompt)); /* the echo, as llama-cli prints it */
   if ((rc = mm_prefill_start(&w, n_prompt)) != 0) return fail("prefill.start", rc);
+  t_prefill = mm_now_ns();
   tok = 0;
   for (i = 0; i < n_prompt; ++i) {
     if (g_signal) return interrupted(&w, &m, prompt_ids);
     tok = model_step(&m, prompt_ids[i], pos++);
   }
   if ((rc = mm_prefill_end(&w, n_prompt)) != 0) return fail("prefill.end", rc);
+  t_prefill = mm_now_ns() - t_prefill;
 
   /* Token 0 is the one the prefill produced; each further token costs one step. */
   for (i = 0; i < (int)o.tokens; ++i) {
     if (i > 0) tok = model_step(&m, tok, pos++);
-    if ((rc = mm_token(&w, i)) != 0) return fail("token", rc);
+    rc = o.stream ? stream_token(&w, i, tok) : mm_token(&w, i);
+    if (rc != 0) return fail("token", rc);
     if (i == 0) t_first = mm_now_ns();
     t_last = mm_now_ns();
     delay_ms(o.token_delay_ms);
@@ -443,12 +516,11 @@ int main(int argc, char** argv) {
   if (g_signal) return interrupted(&w, &m, prompt_ids);
   if ((rc = mm_run_end(&w, "ok")) != 0) return fail("run.end", rc);
   if ((rc = mm_close(&w)) != 0) return fail("close", rc);
-
-  printf("prompt_tokens=%d tokens=%lld last_token_id=%d decode_ms_per_token=%.3f\n", n_prompt,
-         o.tokens, tok,
-         o.tokens > 1
-             ? (double)(t_last - t_first) / 1e6 / (double)(o.tokens - 1) - (double)o.token_delay_ms
-             : 0.0);
+  if (o.stream) {
+    write_out("\n", 1);
+    print_perf(n_prompt, o.tokens, t_prefill, t_last - t_first, mm_now_ns() - t_start);
+  }
+  report(&o, n_prompt, tok, t_last - t_first);
   model_free(&m);
   free(prompt_ids);
   return 0;

@@ -1,6 +1,7 @@
 // Marker format v1: parser, percent-encoding and formatter (docs/markers.md is normative).
 #include "meltrig/targets/markers.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -17,20 +18,27 @@ constexpr std::string_view kMagic = "meltrig-markers";
 struct KindName {
   MarkerKind kind;
   std::string_view name;
+  std::array<std::string_view, 3> keys;  ///< the keys v1 defines for the kind
 };
 
 constexpr std::array<KindName, 10> kKinds = {{
-    {MarkerKind::run_start, "run.start"},
-    {MarkerKind::run_end, "run.end"},
-    {MarkerKind::load_start, "load.start"},
-    {MarkerKind::load_end, "load.end"},
-    {MarkerKind::prefill_start, "prefill.start"},
-    {MarkerKind::prefill_end, "prefill.end"},
-    {MarkerKind::token, "token"},
-    {MarkerKind::sync_start, "sync.start"},
-    {MarkerKind::sync_end, "sync.end"},
-    {MarkerKind::user, "user"},
+    {MarkerKind::run_start, "run.start", {"id"}},
+    {MarkerKind::run_end, "run.end", {"status"}},
+    {MarkerKind::load_start, "load.start", {"model"}},
+    {MarkerKind::load_end, "load.end", {}},
+    {MarkerKind::prefill_start, "prefill.start", {"tokens"}},
+    {MarkerKind::prefill_end, "prefill.end", {"tokens"}},
+    {MarkerKind::token, "token", {"index"}},
+    {MarkerKind::sync_start, "sync.start", {"code", "bits", "chip_ns"}},
+    {MarkerKind::sync_end, "sync.end", {"code"}},
+    {MarkerKind::user, "user", {"name", "value", "text"}},
 }};
+
+bool defined_key(MarkerKind k, std::string_view key) {
+  for (const auto& kn : kKinds)
+    if (kn.kind == k) return std::find(kn.keys.begin(), kn.keys.end(), key) != kn.keys.end();
+  return false;
+}
 
 constexpr char kHex[] = "0123456789ABCDEF";
 
@@ -170,6 +178,7 @@ class LineParser {
 
   std::string_view time() const { return time_; }
   std::string_view name() const { return name_; }
+  const std::vector<Field>& fields() const { return fields_; }
 
   std::optional<std::string_view> find(std::string_view key) const {
     for (const auto& f : fields_)
@@ -341,6 +350,8 @@ std::string read_fields(const LineParser& p, MarkerEvent& ev) {
       break;
     }
   }
+  for (const auto& f : p.fields())
+    if (!defined_key(ev.kind, f.key)) ev.extra.emplace_back(f.key, f.value);
   return r.error;
 }
 
@@ -593,6 +604,12 @@ std::string MarkerFormatter::event(const MarkerEvent& e) {
       }
       if (!e.text.empty()) str("text", e.text);
       break;
+  }
+  for (const auto& [k, v] : e.extra) {
+    out += ' ';
+    out += k;
+    out += '=';
+    out += v;
   }
   out += '\n';
   return out;

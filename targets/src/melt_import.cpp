@@ -227,76 +227,134 @@ struct KeyedValue {
 
 }  // namespace
 
-// ---- llama_print_timings ----
+// ---- llama_print_timings / llama_perf_*_print ----
+
+namespace {
+
+/// The tags of llama.cpp's summary lines, old and current, and the format each names.
+struct TimingsTag {
+  std::string_view tag;
+  std::string_view format;
+};
+constexpr std::array<TimingsTag, 3> kTimingsTags = {{
+    {"llama_print_timings:", "llama_print_timings"},
+    {"llama_perf_context_print:", "llama_perf"},
+    {"llama_perf_sampler_print:", "llama_perf"},
+}};
+
+/// One figure of a summary line: `<label> = <ms> ms [/ <count> <unit>] [(...)]`, or
+/// `<label> = <count>` for the counters of the current format (`graphs reused`).
+struct TimingsFigure {
+  std::string label;
+  double ms = LlamaTimings::kNone;
+  std::int64_t count = -1;
+};
+
+std::optional<TimingsFigure> parse_timings_figure(std::string_view rest, IssueList& issues,
+                                                  std::uint64_t line, std::string_view tag) {
+  const std::size_t eq = rest.find('=');
+  if (eq == std::string_view::npos) {
+    issues.add(line, std::string(tag) + " line without '='");
+    return std::nullopt;
+  }
+  TimingsFigure f;
+  f.label = std::string(trim(rest.substr(0, eq)));
+  std::string_view value = trim(rest.substr(eq + 1));
+  if (f.label == "graphs reused") {
+    auto n = parse_int<std::int64_t>(value);
+    if (!n || *n < 0) {
+      issues.add(line, "'graphs reused': bad count " + quoted(value));
+      return std::nullopt;
+    }
+    f.count = *n;
+    return f;
+  }
+  const std::size_t ms_at = value.find(" ms");
+  if (ms_at == std::string_view::npos) {
+    issues.add(line, "'" + f.label + "': no 'ms' value");
+    return std::nullopt;
+  }
+  const auto ms = parse_double(trim(value.substr(0, ms_at)));
+  if (!ms) {
+    issues.add(line, "'" + f.label + "': bad ms value " + quoted(trim(value.substr(0, ms_at))));
+    return std::nullopt;
+  }
+  f.ms = *ms;
+  std::string_view after = trim(value.substr(ms_at + 3));
+  if (after.starts_with('/')) {
+    after = trim(after.substr(1));
+    const std::size_t sp = after.find_first_of(" \t");
+    auto n = parse_int<std::int64_t>(after.substr(0, sp));
+    if (!n || *n < 0) {
+      issues.add(line, "'" + f.label + "': bad count " + quoted(after.substr(0, sp)));
+      return std::nullopt;
+    }
+    f.count = *n;
+  }
+  if (f.label == "sampling time") f.label = "sample time";  // the current format's name
+  return f;
+}
+
+bool known_timings_label(const std::string& l) {
+  return l == "load time" || l == "sample time" || l == "prompt eval time" || l == "eval time" ||
+         l == "total time" || l == "graphs reused";
+}
+
+void store_figure(LlamaTimings& b, const TimingsFigure& f) {
+  if (f.label == "load time") {
+    b.load_ms = f.ms;
+  } else if (f.label == "sample time") {
+    b.sample_ms = f.ms;
+    b.sample_runs = f.count;
+  } else if (f.label == "prompt eval time") {
+    b.prompt_eval_ms = f.ms;
+    b.prompt_tokens = f.count;
+  } else if (f.label == "eval time") {
+    b.eval_ms = f.ms;
+    b.eval_runs = f.count;
+  } else if (f.label == "graphs reused") {
+    b.graphs_reused = f.count;
+  } else {
+    b.total_ms = f.ms;
+    b.total_tokens = f.count;
+  }
+}
+
+}  // namespace
 
 LlamaTimingsLog parse_llama_timings(std::string_view text, std::string_view name) {
   LlamaTimingsLog out;
   IssueList issues(out.issues, name);
-  constexpr std::string_view kTag = "llama_print_timings:";
   std::vector<std::string> seen;  // labels of the current block
   auto handle = [&](std::string_view line_text, std::uint64_t line) {
-    const std::size_t at = line_text.find(kTag);
-    if (at == std::string_view::npos) return;
-    std::string_view rest = line_text.substr(at + kTag.size());
-    const std::size_t eq = rest.find('=');
-    if (eq == std::string_view::npos) {
-      issues.add(line, "llama_print_timings line without '='");
-      return;
-    }
-    const std::string label(trim(rest.substr(0, eq)));
-    std::string_view value = trim(rest.substr(eq + 1));
-    // "<ms> ms [/ <n> <runs|tokens>] [(...)]"
-    const std::size_t ms_at = value.find(" ms");
-    if (ms_at == std::string_view::npos) {
-      issues.add(line, "'" + label + "': no 'ms' value");
-      return;
-    }
-    const auto ms = parse_double(trim(value.substr(0, ms_at)));
-    if (!ms) {
-      issues.add(line, "'" + label + "': bad ms value " + quoted(trim(value.substr(0, ms_at))));
-      return;
-    }
-    std::int64_t count = -1;
-    std::string_view after = trim(value.substr(ms_at + 3));
-    if (after.starts_with('/')) {
-      after = trim(after.substr(1));
-      const std::size_t sp = after.find_first_of(" \t");
-      auto n = parse_int<std::int64_t>(after.substr(0, sp));
-      if (!n || *n < 0) {
-        issues.add(line, "'" + label + "': bad count " + quoted(after.substr(0, sp)));
-        return;
+    const TimingsTag* tag = nullptr;
+    std::size_t at = std::string_view::npos;
+    for (const auto& t : kTimingsTags)
+      if ((at = line_text.find(t.tag)) != std::string_view::npos) {
+        tag = &t;
+        break;
       }
-      count = *n;
-    }
-    const bool known = label == "load time" || label == "sample time" ||
-                       label == "prompt eval time" || label == "eval time" || label == "total time";
-    if (!known) {
-      issues.add(line, "unknown llama_print_timings figure '" + label + "'");
+    if (tag == nullptr) return;
+    auto f =
+        parse_timings_figure(line_text.substr(at + tag->tag.size()), issues, line, tag->format);
+    if (!f) return;
+    if (!known_timings_label(f->label)) {
+      issues.add(line, "unknown " + std::string(tag->format) + " figure '" + f->label + "'");
       return;
     }
-    if (out.blocks.empty() || label == "load time" ||
-        std::find(seen.begin(), seen.end(), label) != seen.end()) {
+    // A block ends when a figure repeats, the format changes, or `load time` follows figures
+    // other than the sampler's (the current format prints the sampler line first).
+    const bool only_sampler = seen.size() == 1 && seen.front() == "sample time";
+    if (out.blocks.empty() || out.blocks.back().format != tag->format ||
+        std::find(seen.begin(), seen.end(), f->label) != seen.end() ||
+        (f->label == "load time" && !seen.empty() && !only_sampler)) {
       out.blocks.emplace_back();
       out.blocks.back().line = line;
+      out.blocks.back().format = std::string(tag->format);
       seen.clear();
     }
-    seen.push_back(label);
-    LlamaTimings& b = out.blocks.back();
-    if (label == "load time") {
-      b.load_ms = *ms;
-    } else if (label == "sample time") {
-      b.sample_ms = *ms;
-      b.sample_runs = count;
-    } else if (label == "prompt eval time") {
-      b.prompt_eval_ms = *ms;
-      b.prompt_tokens = count;
-    } else if (label == "eval time") {
-      b.eval_ms = *ms;
-      b.eval_runs = count;
-    } else {
-      b.total_ms = *ms;
-      b.total_tokens = count;
-    }
+    seen.push_back(f->label);
+    store_figure(out.blocks.back(), *f);
   };
   auto [tail, tail_line] = for_each_line(text, handle);
   if (!tail.empty()) handle(tail, tail_line);  // console logs often lack the final '\n'

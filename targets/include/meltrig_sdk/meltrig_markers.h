@@ -369,16 +369,11 @@ static inline int mm_run_start(mm_writer* w, const char* id) {
   return mm__finish(w, &l, t, 1);
 }
 
+static inline int mm_run_end_exit(mm_writer* w, const char* status, int code, int sig);
+
 /** run.end status=ok|error|interrupted. */
 static inline int mm_run_end(mm_writer* w, const char* status) {
-  mm__line l;
-  int64_t t = mm_now_ns();
-  if (status == NULL || (strcmp(status, "ok") != 0 && strcmp(status, "error") != 0 &&
-                         strcmp(status, "interrupted") != 0))
-    return -EINVAL;
-  mm__begin(&l, t, "run.end");
-  mm__kv_str(&l, "status", status);
-  return mm__finish(w, &l, t, 1);
+  return mm_run_end_exit(w, status, -1, 0);
 }
 
 /** load.start model=NAME: the model starts loading. */
@@ -421,6 +416,46 @@ static inline int mm_prefill_end(mm_writer* w, int64_t tokens) {
 /** token index=I: output token I (0-based) is available. Call it as soon as it is. */
 static inline int mm_token(mm_writer* w, int64_t index) {
   return mm__count_event(w, "token", "index", index);
+}
+
+/** token index=I bytes=B [blank=1], stamped `t_ns` (CLOCK_MONOTONIC, ns) instead of now: for a
+ * writer that observes the token elsewhere (meltrig_stamp reads it from a runner's output and
+ * stamps the read). `bytes` < 0 leaves bytes= out; `blank` nonzero adds blank=1 (whitespace
+ * only). */
+static inline int mm_token_at(mm_writer* w, int64_t t_ns, int64_t index, int64_t bytes, int blank) {
+  mm__line l;
+  if (index < 0 || t_ns < 0) return -EINVAL;
+  mm__begin(&l, t_ns, "token");
+  mm__kv_i64(&l, "index", index);
+  if (bytes >= 0) mm__kv_i64(&l, "bytes", bytes);
+  if (blank) mm__kv_i64(&l, "blank", 1);
+  return mm__finish(w, &l, t_ns, 1);
+}
+
+/** prefill.end tokens=N stamped `t_ns`; N < 0 (unknown to the writer) is written as tokens=0
+ * tokens_known=0, for a reader to fill in from another source. */
+static inline int mm_prefill_end_at(mm_writer* w, int64_t t_ns, int64_t tokens) {
+  mm__line l;
+  if (t_ns < 0) return -EINVAL;
+  mm__begin(&l, t_ns, "prefill.end");
+  mm__kv_i64(&l, "tokens", tokens < 0 ? 0 : tokens);
+  if (tokens < 0) mm__kv_i64(&l, "tokens_known", 0);
+  return mm__finish(w, &l, t_ns, 1);
+}
+
+/** run.end status=S plus `exit=CODE` (code >= 0) or `signal=SIG` (sig > 0): how a program a
+ * wrapper ran ended. */
+static inline int mm_run_end_exit(mm_writer* w, const char* status, int code, int sig) {
+  mm__line l;
+  int64_t t = mm_now_ns();
+  if (status == NULL || (strcmp(status, "ok") != 0 && strcmp(status, "error") != 0 &&
+                         strcmp(status, "interrupted") != 0))
+    return -EINVAL;
+  mm__begin(&l, t, "run.end");
+  mm__kv_str(&l, "status", status);
+  if (code >= 0) mm__kv_i64(&l, "exit", code);
+  if (sig > 0) mm__kv_i64(&l, "signal", sig);
+  return mm__finish(w, &l, t, 1);
 }
 
 /** user name=NAME [value=V] [text=TEXT]: anything else. value NaN and text NULL or "" are left

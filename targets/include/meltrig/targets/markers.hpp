@@ -71,6 +71,17 @@ struct MarkerEvent {
   std::string text;
   /// 1-based line in the source file (0 if not from a file).
   std::uint64_t line = 0;
+  /// Keys v1 does not define for the kind (a newer or specialised writer's, e.g. meltrig_stamp's
+  /// bytes= and blank= on token), in line order, values as written (still percent-encoded).
+  /// The formatter writes them back after the defined keys.
+  std::vector<std::pair<std::string, std::string>> extra;
+
+  /// The value of extra key `key`, or nullopt.
+  std::optional<std::string_view> extra_value(std::string_view key) const {
+    for (const auto& [k, v] : extra)
+      if (k == key) return std::string_view(v);
+    return std::nullopt;
+  }
 };
 
 /// A clock triple read on the device at one instant: the three clocks' values in ns.

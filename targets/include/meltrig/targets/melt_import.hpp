@@ -48,14 +48,23 @@
 // `generate.decode.N` row, index 0, 1, ... in start-time order, stamped at its end (its start is
 // kept as user event `generate.decode.N.start`).
 //
-// ## llama_print_timings summary (llama.cpp's console output)
-// Lines containing `llama_print_timings:`; everything else in the log is ignored:
+// ## llama.cpp's end-of-run summary (console output), both formats
+// Lines containing `llama_print_timings:` (the releases MELT used), or `llama_perf_sampler_print:`
+// / `llama_perf_context_print:` (current releases); everything else in the log is ignored:
 //   llama_print_timings:        load time =   812.35 ms
 //   llama_print_timings:      sample time =    10.42 ms /    64 runs   ( ... )
 //   llama_print_timings: prompt eval time =   933.12 ms /    23 tokens ( ... )
 //   llama_print_timings:        eval time =  4188.90 ms /    63 runs   ( ... )
 //   llama_print_timings:       total time =  6045.77 ms [/ N tokens]
-// A `load time` line starts a new block (one per run of the program).
+// and
+//   llama_perf_sampler_print:    sampling time =  10.42 ms /    64 runs   ( ... )
+//   llama_perf_context_print:        load time = 812.35 ms
+//   llama_perf_context_print: prompt eval time = 933.12 ms /    23 tokens ( ... )
+//   llama_perf_context_print:        eval time = 4188.90 ms /   63 runs   ( ... )
+//   llama_perf_context_print:       total time = 6045.77 ms /    86 tokens
+//   llama_perf_context_print:    graphs reused =         62            (recent releases)
+// One block per run of the program: a block ends when a figure repeats, the format changes, or
+// `load time` follows figures other than the sampler's.
 //
 // ## Monsoon power CSV (`measurements_monsoon.csv`) and `.t_monsoon`
 // PyMonsoon's CSV output: no header, each row `t_rel_s,mA,V,` with a trailing comma (tolerated
@@ -96,8 +105,12 @@ struct LlamaTimings {
   double eval_ms = kNone;
   std::int64_t eval_runs = -1;  ///< `eval time = ... / R runs`: single-token decodes
   double total_ms = kNone;
-  std::int64_t total_tokens = -1;  ///< newer llama.cpp prints `total time = ... / N tokens`
-  std::uint64_t line = 0;          ///< line of the block's first line
+  std::int64_t total_tokens = -1;   ///< newer llama.cpp prints `total time = ... / N tokens`
+  std::int64_t graphs_reused = -1;  ///< `graphs reused = N` (current format, recent releases)
+  std::uint64_t line = 0;           ///< line of the block's first line
+  /// "llama_print_timings" (the releases MELT used) or "llama_perf" (llama_perf_context_print /
+  /// llama_perf_sampler_print, current releases).
+  std::string format = "llama_print_timings";
 };
 
 /// Every block of a console log, in order, plus the lines that said llama_print_timings but did

@@ -1,0 +1,89 @@
+// meltrig analyze FILE... [--json]: energy per token and per phase, baselines, repetition
+// statistics, thermal onset and software estimates of each capture (meltrig_analysis). The time
+// map is PROVISIONAL until the sync library lands: the device time of the runner's first clock
+// triple is taken as the capture's start (right for the simulated bench, not a sync). Reads only.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli_common.hpp"
+#include "meltrig/analysis/capture_inputs.hpp"
+
+namespace meltrig::cli {
+namespace {
+
+constexpr double kProvisionalBound = 1e-3;
+
+nlohmann::json sync_json() {
+  return {{"method", "provisional-identity"},
+          {"note", "device time of the first clock triple = monitor second 0; not a sync"},
+          {"bound_s", kProvisionalBound}};
+}
+
+void print_table(const std::string& path, const analysis::Analysis& a) {
+  std::printf("%s: %zu repetitions, %zu tokens, baseline %.4f W (provisional time map)\n",
+              path.c_str(), a.run.reps.size(), a.run.tokens.size(), a.run.baseline_w);
+  std::printf("  rep  prefill J  decode J  tok/s    J/token  net J/tok  MELT J/tok  refined\n");
+  for (const analysis::RepResult& r : a.run.reps) {
+    std::printf("  %3d  %9.4f  %8.4f  %6.2f  %8.5f  %9.5f  %10.5f  %zu/%zu\n", r.index,
+                r.phases[1].stats.energy_j, r.phases[2].stats.energy_j, r.decode_tok_s,
+                r.j_per_token, r.j_per_token_net, r.melt_j_per_token, r.refined_boundaries,
+                r.token_boundaries);
+  }
+  if (a.thermal.onset_s) {
+    std::printf("  throttling from %.2f s (%s)\n", *a.thermal.onset_s, a.thermal.trigger.c_str());
+  }
+  for (const analysis::SoftwareResult& s : a.software) {
+    std::printf("  %s: bias %.2f%%, MAPE %.2f%%, r %.4f over %zu readings%s%s\n", s.series.c_str(),
+                s.readings.bias_pct, s.readings.mape_pct, s.readings.r, s.readings.n,
+                s.note.empty() ? "" : "; ", s.note.c_str());
+  }
+  for (const std::string& w : a.run.warnings)
+    std::printf("  warning: %s\n", w.c_str());
+}
+
+Result<analysis::Analysis> analyze_file(const std::string& path) {
+  auto log = analysis::read_runner_markers(path);
+  if (!log) return log.error();
+  auto map = analysis::provisional_identity_map(*log, kProvisionalBound);
+  auto in = analysis::inputs_from_capture(path, map);
+  if (!in) return in.error();
+  auto a = analysis::analyze(*in);
+  if (!a) return make_error(a.error().code, path + ": " + a.error().message);
+  return a;
+}
+
+int run(const std::vector<std::string>& files, bool json) {
+  int rc = kOk;
+  for (const std::string& f : files) {
+    auto a = analyze_file(f);
+    if (!a) {
+      std::fprintf(stderr, "meltrig analyze: %s\n", a.error().describe().c_str());
+      rc = 1;
+      continue;
+    }
+    if (json) {
+      nlohmann::json j = analysis::to_json(*a);
+      j["file"] = f;
+      j["sync"] = sync_json();
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      print_table(f, *a);
+    }
+  }
+  return rc;
+}
+
+}  // namespace
+
+void add_analyze(CLI::App& app, Commands& cmds) {
+  auto files = std::make_shared<std::vector<std::string>>();
+  auto json = std::make_shared<bool>(false);
+  auto* s = app.add_subcommand("analyze", "energy per token and phase of captures (read-only)");
+  s->add_option("files", *files, "capture files (HDF5)")->required();
+  s->add_flag("--json", *json, "one JSON object per file and line");
+  cmds.push_back({s, [files, json] { return run(*files, *json); }});
+}
+
+}  // namespace meltrig::cli
