@@ -2,6 +2,7 @@
 //   meltrig bench decode    samples per second per decoder on one core
 //   meltrig bench ingest    synthetic source -> decode -> ring -> compressed HDF5, vs raw write()
 //   meltrig bench longrun   a long capture on an accelerated clock, tracking resident memory
+//   meltrig bench sync      clock-map error over a drift x jitter grid (fixtures/sync_sim)
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "meltrig/fixtures/sync_sim.hpp"
 #include "meltrig/fw/hvpm_protocol.hpp"
 #include "meltrig/fw/lvpm_protocol.hpp"
 #include "meltrig/fw/ppk2_protocol.hpp"
@@ -458,6 +460,17 @@ void add_bench(CLI::App& app, Commands& cmds) {
   stamp->add_option("--runs", sa->runs, "runs")->capture_default_str();
   stamp->add_flag("--realtime", sa->realtime, "meltrig_stamp --realtime (SCHED_FIFO stamper)");
   cmds.push_back({stamp, [sa] { return run_stamp(*sa); }});
+
+  auto so = std::make_shared<fixtures::sim::SyncBenchOptions>();
+  auto* sync = bench->add_subcommand(
+      "sync", "clock-map error vs the true map: drift x token jitter, pulses, MELT, probes");
+  sync->add_option("--minutes", so->minutes, "device time per cell")->capture_default_str();
+  sync->add_option("--seed", so->seed, "world seed")->capture_default_str();
+  cmds.push_back(
+      {sync, [so] {
+         fixtures::sim::print_sync_bench(*so, {0, 20, 50, 100}, {0, 100e-6, 1e-3}, stdout);
+         return kOk;
+       }});
 }
 
 }  // namespace meltrig::cli

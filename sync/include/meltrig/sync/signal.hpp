@@ -1,0 +1,105 @@
+// Signal tools for finding device activity in a power trace: FFT cross-correlation (Eigen's FFT),
+// sub-sample edge location under a first-order rail, the rail's time constant estimated from the
+// edges themselves, and a tracker that predicts where the next event lands while evidence builds.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "meltrig/sync/evidence.hpp"
+
+namespace meltrig::sync {
+
+/// c[k] = sum_j x[k + j] t[j] for k in [0, x.size() - t.size()] (empty if t is longer), by FFT.
+std::vector<double> cross_correlate(std::span<const double> x, std::span<const double> t);
+
+/// A request to locate one step in a trace. Positions are fractional sample positions in the
+/// trace's span; the edge is searched within [pos - halfwidth, pos + halfwidth], the levels are
+/// the medians of `pre_len` samples before and `post_len` samples after that window.
+struct EdgeRequest {
+  double pos = 0.0;
+  double halfwidth = 3.0;
+  bool rising = true;
+  double pre_len = 20.0;
+  double post_len = 20.0;
+  double min_step = 0.0;  ///< |post - pre| must exceed this (trace units)
+};
+
+/// A located step: `pos` is where it happened (fractional sample position), `sigma` its one-sigma
+/// uncertainty in samples. `first_z` is the normalised value of the first sample after the step
+/// (what the rail's time constant is estimated from).
+struct EdgeFix {
+  bool ok = false;
+  double pos = 0.0;
+  double sigma = 0.5;
+  double first_z = 1.0;
+  double step = 0.0;
+  std::int64_t first_sample = 0;  ///< index of the first sample after the step
+  double noise_z = 0.0;           ///< noise s.d. over the step height
+};
+
+/// Finds the step (the sample where the normalised trace crosses 0.5 nearest `pos`, then back to
+/// the first sample above the noise) without a rail model: pos and sigma assume nothing about
+/// the rail yet (see apply_rail).
+EdgeFix find_edge(const Trace& tr, const EdgeRequest& req);
+
+/// Places the step inside its sample interval under a first-order rail with time constant
+/// `tau_samples`: the first sample after a step at distance x reads 1 - exp(-x / tau). A sample
+/// that reads fully settled leaves the step anywhere in the remaining interval (its middle is
+/// taken, with a uniform sigma). With tau = 0 every step lands mid-interval.
+void apply_rail(EdgeFix& e, double tau_samples);
+
+/// The rail time constant (in samples) that explains the first-sample values of many steps whose
+/// positions are spread uniformly over the sample interval. 0 when they read settled. `se` gets
+/// its standard error (from the spread of the first-sample values).
+double estimate_tau(std::span<const EdgeFix> edges, double* se = nullptr);
+
+/// How far an error of the rail's time constant moves the mean edge: the mean over the edges of
+/// d(position)/d(tau) = -ln(1 - first_z) for the edges placed by the rail model (0 for the others).
+double tau_sensitivity(std::span<const EdgeFix> edges, double tau_samples);
+
+/// Predicts the monitor time of a device time from the anchors found so far (device times on a
+/// clock without suspends, such as boottime), with an uncertainty that grows with the distance
+/// to the nearest anchor.
+class Tracker {
+ public:
+  struct Anchor {
+    std::int64_t device_ns;
+    std::int64_t monitor_ns;
+  };
+  /// `base_ns`: uncertainty at an anchor; `ppm_one`/`ppm_many`: growth per ns of distance with
+  /// one anchor / with two or more (the rate then comes from the anchors).
+  explicit Tracker(std::int64_t base_ns = 20'000'000, double ppm_one = 300.0,
+                   double ppm_many = 60.0)
+      : base_(base_ns), ppm_one_(ppm_one), ppm_many_(ppm_many) {}
+  void add(std::int64_t device_ns, std::int64_t monitor_ns);
+  bool empty() const { return anchors_.empty(); }
+  /// Predicted monitor ns and half-width of the window it lies in.
+  std::pair<std::int64_t, std::int64_t> predict(std::int64_t device_ns) const;
+  const std::vector<Anchor>& anchors() const { return anchors_; }
+
+ private:
+  std::vector<Anchor> anchors_;  ///< sorted by device time
+  std::int64_t base_;
+  double ppm_one_, ppm_many_;
+};
+
+/// A busy interval of the device's predicted activity, on the clock the envelope is built on.
+struct BusySpan {
+  std::int64_t from_ns = 0;
+  std::int64_t to_ns = 0;
+  bool pulse_chip = false;
+};
+
+/// Coarse alignment: cross-correlates the activity (busy = 1) in [from_ns, to_ns) of device time,
+/// binned at bin_ns, with the binned trace over the monitor window [lo_ns, hi_ns]. Returns the
+/// monitor ns of device time from_ns at the correlation peak, or nullopt when the window or the
+/// activity holds nothing to correlate. `score` gets the Pearson correlation at the peak.
+std::optional<std::int64_t> coarse_align(const Trace& tr, std::span<const BusySpan> busy,
+                                         std::int64_t from_ns, std::int64_t to_ns,
+                                         std::int64_t bin_ns, std::int64_t lo_ns,
+                                         std::int64_t hi_ns, double* score = nullptr);
+
+}  // namespace meltrig::sync

@@ -1,0 +1,244 @@
+// Evidence sources besides pulses: workload matching, probes, logic inputs, relay edges.
+#include <algorithm>
+#include <cmath>
+
+#include "meltrig/sync/sync.hpp"
+
+namespace meltrig::sync {
+
+std::vector<BusySpan> busy_spans(std::span<const Mark> marks) {
+  std::vector<Mark> m(marks.begin(), marks.end());
+  std::stable_sort(m.begin(), m.end(),
+                   [](const Mark& a, const Mark& b) { return a.t_ns < b.t_ns; });
+  std::vector<BusySpan> out;
+  bool open = false, tokens = false;
+  std::int64_t from = 0, last = 0;
+  auto close = [&] {
+    if (open && last > from) out.push_back({from, last, false});
+    open = tokens = false;
+  };
+  for (const Mark& e : m) {
+    switch (e.kind) {
+      case MarkKind::load_start:
+      case MarkKind::prefill_start:
+        if (open && tokens) close();  // a new run's prompt after the last one's tokens
+        if (!open) open = true, from = e.t_ns;
+        last = e.t_ns;
+        break;
+      case MarkKind::load_end:
+      case MarkKind::prefill_end:
+      case MarkKind::token:
+        if (open) last = e.t_ns, tokens = tokens || e.kind == MarkKind::token;
+        break;
+      case MarkKind::sync_start:
+        close();
+        for (std::uint32_t k = 0; k < e.bits && e.bits <= 64; ++k)
+          if (((e.code >> (e.bits - 1U - k)) & 1U) != 0)
+            out.push_back({e.t_ns + static_cast<std::int64_t>(k) * e.chip_ns,
+                           e.t_ns + static_cast<std::int64_t>(k + 1) * e.chip_ns, true});
+        break;
+      case MarkKind::run_start:
+      case MarkKind::run_end:
+      case MarkKind::sync_end:
+        close();
+        break;
+    }
+  }
+  close();
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.from_ns < b.from_ns; });
+  return out;
+}
+
+namespace {
+
+/// Transitions of the activity worth locating: busy spans (not chips) merged across gaps shorter
+/// than min_gap, each edge with the idle time around it.
+struct ActivityEdge {
+  std::int64_t device_ns;
+  bool rising;
+  std::int64_t quiet_before, quiet_after;  ///< time at the old level before, new level after
+};
+
+std::vector<ActivityEdge> activity_edges(std::span<const BusySpan> busy, std::int64_t min_gap) {
+  std::vector<BusySpan> merged;
+  for (const BusySpan& s : busy) {
+    if (s.pulse_chip) continue;
+    if (!merged.empty() && s.from_ns - merged.back().to_ns < min_gap)
+      merged.back().to_ns = std::max(merged.back().to_ns, s.to_ns);
+    else
+      merged.push_back(s);
+  }
+  std::vector<ActivityEdge> out;
+  const std::int64_t far = 1'000'000'000;
+  for (std::size_t i = 0; i < merged.size(); ++i) {
+    const std::int64_t idle_before = i == 0 ? far : merged[i].from_ns - merged[i - 1].to_ns;
+    const std::int64_t idle_after =
+        i + 1 == merged.size() ? far : merged[i + 1].from_ns - merged[i].to_ns;
+    const std::int64_t len = merged[i].to_ns - merged[i].from_ns;
+    out.push_back({merged[i].from_ns, true, idle_before, len});
+    out.push_back({merged[i].to_ns, false, len, idle_after});
+  }
+  // chips next to an edge leave less quiet time: clip by the nearest chip
+  for (const BusySpan& s : busy) {
+    if (!s.pulse_chip) continue;
+    for (ActivityEdge& e : out) {
+      if (s.to_ns <= e.device_ns) e.quiet_before = std::min(e.quiet_before, e.device_ns - s.to_ns);
+      if (s.from_ns >= e.device_ns)
+        e.quiet_after = std::min(e.quiet_after, s.from_ns - e.device_ns);
+    }
+  }
+  return out;
+}
+
+void align_blocks(const Trace& tr, std::span<const BusySpan> cont_busy, Tracker& tracker,
+                  WorkloadReport& rep, std::int64_t block_ns) {
+  if (cont_busy.empty()) return;
+  const std::int64_t first = cont_busy.front().from_ns - 1'000'000'000;
+  std::int64_t last = first;
+  for (const BusySpan& s : cont_busy)
+    last = std::max(last, s.to_ns);
+  const std::int64_t bin = 5'000'000;
+  const std::int64_t trace_lo = tr.ns_of(0.0);
+  const std::int64_t trace_hi = tr.ns_of(static_cast<double>(tr.samples.size()));
+  for (std::int64_t b = first; b < last; b += block_ns) {
+    ++rep.blocks;
+    auto [pred, half] = tracker.predict(b);
+    // the first block is searched over the whole trace (it may start before the monitor did)
+    const std::int64_t lo = tracker.empty() ? trace_lo - block_ns / 2 : pred - half;
+    const std::int64_t hi = tracker.empty() ? trace_hi : std::min(trace_hi, pred + half);
+    if (hi <= lo) continue;
+    double score = 0.0;
+    auto at = coarse_align(tr, cont_busy, b, b + block_ns, bin, lo, hi, &score);
+    if (!at || score < 0.3) continue;
+    ++rep.blocks_aligned;
+    tracker.add(b, *at);
+  }
+}
+
+}  // namespace
+
+std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> marks,
+                                       const std::function<std::int64_t(std::int64_t)>& to_cont,
+                                       Tracker& tracker, WorkloadReport& rep,
+                                       std::int64_t block_ns) {
+  const std::vector<BusySpan> busy = busy_spans(marks);
+  std::vector<BusySpan> cont = busy;
+  for (BusySpan& s : cont)
+    s.from_ns = to_cont(s.from_ns), s.to_ns = to_cont(s.to_ns);
+  align_blocks(tr, cont, tracker, rep, block_ns);
+  if (tracker.anchors().size() < 1) return {};
+  Tracker fine(3'000'000, 300.0, 100.0);
+  for (const auto& a : tracker.anchors())
+    fine.add(a.device_ns, a.monitor_ns);
+  const double period = tr.period_ns();
+  std::vector<EdgeFix> fixes;
+  std::vector<const ActivityEdge*> owners;
+  const std::vector<ActivityEdge> edges = activity_edges(busy, 20'000'000);
+  rep.edges_expected = edges.size();
+  for (const ActivityEdge& e : edges) {
+    auto [pred, half] = fine.predict(to_cont(e.device_ns));
+    const double quiet = static_cast<double>(std::min(e.quiet_before, e.quiet_after)) / period;
+    const double hw = std::min(static_cast<double>(half) / period, 0.45 * quiet);
+    const double len = std::min(0.4 * quiet, 200.0e6 / period);
+    if (hw < 2.0 || len < 3.0) continue;
+    EdgeFix f = find_edge(tr, {tr.pos_of(pred), hw, e.rising, len, len, 0.0});
+    if (!f.ok) continue;
+    fine.add(to_cont(e.device_ns), tr.ns_of(f.pos));
+    fixes.push_back(f);
+    owners.push_back(&e);
+  }
+  std::vector<EdgeFix> falling;  // a rise also carries the governor's ramp
+  for (std::size_t i = 0; i < fixes.size(); ++i)
+    if (!owners[i]->rising) falling.push_back(fixes[i]);
+  double tau_se = 0.0;
+  const double tau = estimate_tau(falling, &tau_se);
+  rep.tau_ns = tau * period;
+  rep.tau_se_ns = tau_se * period;
+  rep.systematic_ns = std::llround(3.0 * rep.tau_se_ns * tau_sensitivity(falling, tau));
+  rep.edges_found = fixes.size();
+  // a rise is late-biased: the load ramps up behind the governor
+  std::vector<SyncPoint> pts;
+  for (std::size_t i = 0; i < fixes.size(); ++i) {
+    apply_rail(fixes[i], tau);
+    pts.push_back({owners[i]->device_ns, tr.ns_of(fixes[i].pos),
+                   std::max<std::int64_t>(1, std::llround(fixes[i].sigma * period)),
+                   EvidenceKind::workload_edge, owners[i]->rising, static_cast<std::uint32_t>(i)});
+  }
+  return pts;
+}
+
+std::vector<SyncPoint> probe_points(std::span<const Probe> probes, std::int64_t burst_gap_ns) {
+  std::vector<Probe> p(probes.begin(), probes.end());
+  std::erase_if(p, [](const Probe& x) { return x.host_t3_ns < x.host_t0_ns; });
+  std::sort(p.begin(), p.end(), [](auto& a, auto& b) { return a.host_t0_ns < b.host_t0_ns; });
+  std::vector<SyncPoint> out;
+  std::uint32_t burst = 0;
+  for (std::size_t i = 0; i < p.size();) {
+    std::size_t j = i, best = i;
+    while (j < p.size() && (j == i || p[j].host_t0_ns - p[j - 1].host_t0_ns <= burst_gap_ns)) {
+      if (p[j].host_t3_ns - p[j].host_t0_ns < p[best].host_t3_ns - p[best].host_t0_ns) best = j;
+      ++j;
+    }
+    const std::int64_t rtt = p[best].host_t3_ns - p[best].host_t0_ns;
+    out.push_back(
+        {p[best].device_mono_ns, p[best].host_t0_ns + rtt / 2,
+         std::max<std::int64_t>(1, std::llround(static_cast<double>(rtt) / (2.0 * std::sqrt(3.0)))),
+         EvidenceKind::probe, false, burst++});
+    i = j;
+  }
+  return out;
+}
+
+std::vector<SyncPoint> host_to_monitor(std::span<const SyncPoint> host_pts,
+                                       const HostMonitorLink& link) {
+  std::vector<SyncPoint> out(host_pts.begin(), host_pts.end());
+  for (SyncPoint& p : out) {
+    p.target_ns -= link.host_steady_at_index0_ns;
+    p.sigma_ns = std::llround(
+        std::hypot(static_cast<double>(p.sigma_ns), static_cast<double>(link.uncertainty_ns)));
+  }
+  return out;
+}
+
+std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::string>& notes) {
+  std::vector<std::int64_t> at;
+  const auto mask = static_cast<std::uint8_t>(1U << (in.bit & 7));
+  for (std::size_t j = 1; j < in.samples.size(); ++j)
+    if (((in.samples[j] ^ in.samples[j - 1]) & mask) != 0)
+      at.push_back(static_cast<std::int64_t>(j));
+  if (at.size() != in.device_toggle_ns.size())
+    notes.push_back("logic input D" + std::to_string(in.bit) + ": " + std::to_string(at.size()) +
+                    " edges for " + std::to_string(in.device_toggle_ns.size()) +
+                    " toggles; matched in order up to the shorter");
+  const double period = 1e9 / in.nominal_rate_hz;
+  std::vector<SyncPoint> out;
+  for (std::size_t k = 0; k < std::min(at.size(), in.device_toggle_ns.size()); ++k) {
+    // the line changed in (j - 1, j]: the middle of that sample interval
+    const double pos = static_cast<double>(in.first_index + at[k]) - 0.5;
+    out.push_back({in.device_toggle_ns[k], std::llround(pos * period),
+                   std::max<std::int64_t>(1, std::llround(period / std::sqrt(12.0))),
+                   EvidenceKind::logic_edge, false, static_cast<std::uint32_t>(k)});
+  }
+  return out;
+}
+
+std::vector<SyncPoint> relay_points(const Trace& tr, std::span<const RelayEdge> edges,
+                                    const HostMonitorLink& link) {
+  std::vector<SyncPoint> out;
+  const double period = tr.period_ns();
+  std::uint32_t k = 0;
+  for (const RelayEdge& e : edges) {
+    if (e.device_log_ns == std::numeric_limits<std::int64_t>::min()) continue;
+    // a relay acts within tens of ms of its command; search +-100 ms, levels over 50 ms
+    const double pos = tr.pos_of(e.host_command_ns - link.host_steady_at_index0_ns);
+    EdgeFix f = find_edge(tr, {pos, 100e6 / period, e.rising, 50e6 / period, 50e6 / period, 0.0});
+    if (!f.ok) continue;
+    const double sig = std::hypot(
+        f.sigma * period, static_cast<double>(e.device_log_resolution_ns) / std::sqrt(12.0));
+    out.push_back({e.device_log_ns, tr.ns_of(f.pos), std::max<std::int64_t>(1, std::llround(sig)),
+                   EvidenceKind::relay_edge, false, k++});
+  }
+  return out;
+}
+
+}  // namespace meltrig::sync
