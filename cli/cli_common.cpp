@@ -6,8 +6,12 @@
 
 #include <csignal>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 
 namespace meltrig::cli {
 
@@ -30,6 +34,22 @@ sigset_t watched_signals() {
 
 std::stop_token interrupt_token() {
   return g_interrupt.get_token();
+}
+
+void serve_until_stopped(double seconds, const std::function<bool()>& running) {
+  using clock = std::chrono::steady_clock;
+  const auto until = seconds > 0 ? clock::now() + std::chrono::duration_cast<clock::duration>(
+                                                      std::chrono::duration<double>(seconds))
+                                 : clock::time_point::max();
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lk(mu);
+  std::stop_token st = interrupt_token();
+  // `running` has no event of its own: it is looked at every 50 ms; the interrupt wakes at once.
+  while (!st.stop_requested() && clock::now() < until && (!running || running())) {
+    const auto next = std::min(until, clock::now() + std::chrono::milliseconds(50));
+    cv.wait_until(lk, st, next, [] { return false; });
+  }
 }
 
 InterruptWatcher::InterruptWatcher() {

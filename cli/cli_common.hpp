@@ -22,6 +22,10 @@ extern std::atomic<bool> g_interrupted;
 /// Requested on SIGINT/SIGTERM (with g_interrupted), for the libraries that wait on a stop_token.
 std::stop_token interrupt_token();
 
+/// Waits until Ctrl-C (interrupt_token()), `seconds` have passed (> 0), or `running` (if given)
+/// turns false; the interrupt wakes it at once. For commands that serve until stopped (emulate).
+void serve_until_stopped(double seconds, const std::function<bool()>& running = {});
+
 /// Turns SIGINT and SIGTERM into g_interrupted and interrupt_token(): blocks both in every thread
 /// (construct it before any thread starts) and waits for them on a thread of its own, so nothing
 /// runs in a signal handler. Child processes get the default mask back (targets/process.cpp).

@@ -39,13 +39,7 @@ int run(const Args& a) {
   if (!e) return fail(e.error().describe());
   std::printf("emulating LVPM on %s; Ctrl-C to stop\n", a.link.c_str());
   std::fflush(stdout);
-  auto t0 = std::chrono::steady_clock::now();
-  while (!g_interrupted.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (a.seconds > 0 &&
-        std::chrono::steady_clock::now() - t0 > std::chrono::duration<double>(a.seconds))
-      break;
-  }
+  serve_until_stopped(a.seconds);
   (*e)->stop();
   auto t = (*e)->truth();
   std::printf("emulator stopped: %llu samples sent, %llu dropped\n",

@@ -42,13 +42,7 @@ int run(const EmulateRelayArgs& a, bool icstation) {
   std::printf("emulating %s with %d channels on %s; Ctrl-C to stop\n",
               icstation ? "an ICStation board" : "an LCUS board", a.channels, a.link.c_str());
   std::fflush(stdout);
-  auto t0 = std::chrono::steady_clock::now();
-  while (!g_interrupted.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (a.seconds > 0 &&
-        std::chrono::steady_clock::now() - t0 > std::chrono::duration<double>(a.seconds))
-      break;
-  }
+  serve_until_stopped(a.seconds);
   e->stop();  // handles what a driver already wrote before the pty goes
   auto c = e->counters();
   auto log = e->log();
