@@ -18,6 +18,7 @@ Result<std::unique_ptr<RoutedRelay>> RoutedRelay::open(std::unique_ptr<Relay> re
                                                        std::vector<int> safe_on) {
   auto info = relay->open();
   if (!info) return info.error();
+  if (safe_on.empty()) safe_on = info->safe_on;  // the driver's safe state (hubs: all ports on)
   auto check = [&](int ch, const char* what) -> Result<void> {
     if (ch >= 1 && ch <= info->channels) return {};
     return make_error(Errc::invalid_argument,

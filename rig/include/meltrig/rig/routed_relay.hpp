@@ -23,7 +23,8 @@ class RoutedRelay {
   /// see the overload below.
   static Result<std::unique_ptr<RoutedRelay>> open(std::string_view spec, int channel,
                                                    std::vector<int> safe_on = {});
-  /// Opens `relay`, checks `channel` and every `safe_on` channel against its channel count
+  /// Opens `relay`, takes the driver's safe state (RelayInfo::safe_on) when `safe_on` is empty,
+  /// checks `channel` and every `safe_on` channel against its channel count
   /// (invalid_argument before anything is switched), arms the safe state, then routes. If
   /// routing fails the safe state is restored before the error is returned (its message then
   /// also says whether that restore worked).
