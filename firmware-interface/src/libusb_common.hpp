@@ -49,6 +49,30 @@ inline std::string libusb_message(int rc) {
   return s;
 }
 
+/// A device opened by open_if_serial().
+struct OpenedDevice {
+  libusb_device_handle* handle = nullptr;
+  std::string serial;  ///< its iSerialNumber, empty if none
+};
+
+/// Opens `dev`; nullopt (closed again) when `serial` is given and the device reports another.
+/// The error (code from the table, message "cannot open: ...") says why it could not be opened.
+inline Result<std::optional<OpenedDevice>> open_if_serial(
+    libusb_device* dev, std::uint8_t serial_index, const std::optional<std::string>& serial) {
+  libusb_device_handle* h = nullptr;
+  int rc = libusb_open(dev, &h);
+  if (rc != 0) {
+    const Errc code = rc == LIBUSB_ERROR_NO_DEVICE ? Errc::port_gone : Errc::io_error;
+    return make_error(code, "cannot open: " + libusb_message(rc));
+  }
+  std::string sn = read_string(h, serial_index);
+  if (serial && sn != *serial) {
+    libusb_close(h);
+    return std::optional<OpenedDevice>();
+  }
+  return std::optional<OpenedDevice>(OpenedDevice{h, std::move(sn)});
+}
+
 /// A device list, freed on destruction (the context it came from must outlive it).
 struct DeviceArray {
   libusb_device** list = nullptr;

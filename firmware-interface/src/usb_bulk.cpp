@@ -89,20 +89,15 @@ Result<std::unique_ptr<LibusbTransport>> LibusbTransport::open(
     if (libusb_get_device_descriptor(dev, &d) != 0) continue;
     if (d.idVendor != vid || d.idProduct != pid) continue;
     ++matches;
-    libusb_device_handle* h = nullptr;
-    rc = libusb_open(dev, &h);
-    if (rc != 0) {
-      refused = make_error(libusb_errc(rc) == Errc::port_gone ? Errc::port_gone : Errc::io_error,
-                           what + ": cannot open: " + libusb_message(rc));
+    auto o = open_if_serial(dev, d.iSerialNumber, serial);
+    if (!o) {
+      refused = make_error(o.error().code, what + ": " + o.error().message);
       continue;
     }
-    std::string sn = read_string(h, d.iSerialNumber);
-    if (serial && sn != *serial) {
-      libusb_close(h);
-      continue;
-    }
-    t->handle_ = h;
-    t->serial_ = sn;
+    if (!*o) continue;
+    t->handle_ = (*o)->handle;
+    t->serial_ = (*o)->serial;
+    const std::string& sn = t->serial_;
     t->name_ = "usb " + vidpid(vid, pid) + " bus " + std::to_string(libusb_get_bus_number(dev)) +
                " address " + std::to_string(libusb_get_device_address(dev)) +
                (sn.empty() ? "" : " serial " + sn);

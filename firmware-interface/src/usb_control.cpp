@@ -144,21 +144,17 @@ Result<std::unique_ptr<LibusbHid>> LibusbHid::open(std::uint16_t vid,
     for (auto p : pids)
       known = known || p == d.idProduct;
     if (!known) continue;
-    libusb_device_handle* h = nullptr;
-    rc = libusb_open(dev, &h);
-    if (rc != 0) {
-      refused = make_error(Errc::io_error, "USB device " + vidpid(vid, d.idProduct) +
-                                               ": cannot open: " + libusb_message(rc));
+    auto o = open_if_serial(dev, d.iSerialNumber, serial);
+    if (!o) {
+      refused = make_error(o.error().code,
+                           "USB device " + vidpid(vid, d.idProduct) + ": " + o.error().message);
       continue;
     }
-    std::string sn = read_string(h, d.iSerialNumber);
-    if (serial && sn != *serial) {
-      libusb_close(h);
-      continue;
-    }
-    t->handle_ = h;
+    if (!*o) continue;
+    t->handle_ = (*o)->handle;
     t->pid_ = d.idProduct;
-    t->serial_ = sn;
+    t->serial_ = (*o)->serial;
+    const std::string& sn = t->serial_;
     t->name_ = "usb " + vidpid(vid, d.idProduct) + " at " + location_of(dev).str() +
                (sn.empty() ? "" : " serial " + sn);
   }
