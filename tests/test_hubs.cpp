@@ -217,6 +217,7 @@ TEST_CASE("YKUSH driver against the emulator: open, switch, read back") {
   CHECK(h.commanded()[1] == false);
   CHECK(!h.commanded()[0]);
   CHECK(*h.read_power() == emu->vbus());
+  CHECK(rig::commanded_text(h) == "1 unknown, 2 off, 3 unknown");
   REQUIRE(h.set_all(false).ok());
   CHECK(emu->vbus() == all(3, false));
   // On the wire: firmware version, port count, port 2 down and its read-back, all down and the

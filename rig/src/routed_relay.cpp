@@ -66,6 +66,16 @@ Result<void> RoutedRelay::restore() {
   return r;
 }
 
+std::string commanded_text(const Relay& relay) {
+  const auto c = relay.commanded();
+  if (c.empty()) return "no channels";
+  std::string s;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    s += (i ? ", " : "") + std::to_string(i + 1) + (c[i] ? (*c[i] ? " on" : " off") : " unknown");
+  }
+  return s;
+}
+
 std::string RoutedRelay::safe_state_text() const {
   if (safe_on_.empty()) return "all off";
   std::string s = "channel" + std::string(safe_on_.size() > 1 ? "s " : " ");

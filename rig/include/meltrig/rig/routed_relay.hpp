@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -14,6 +15,10 @@
 #include "meltrig/rig/relay.hpp"
 
 namespace meltrig::rig {
+
+/// What `relay` was last told, for run logs: "1 on, 2 off, 3 unknown" (unknown: never commanded,
+/// or a command whose outcome is not known); "no channels" before open().
+std::string commanded_text(const Relay& relay);
 
 /// Owns a relay routed exclusively to one channel, and restores its safe state on destruction.
 /// Not movable (the safe-state guard points at the relay): hold it by unique_ptr.
