@@ -206,11 +206,58 @@ Result<FileEvidence> gather_evidence(const std::filesystem::path& path) {
   return ev;
 }
 
+namespace {
+
+std::size_t trace_points(const SyncOutput& o) {
+  std::size_t n = 0;
+  for (const SyncPoint& p : o.monitor_evidence)
+    n += p.kind != EvidenceKind::probe ? 1 : 0;
+  return n;
+}
+
+/// The pulse search starts from the clock probes when there are any. Probes that disagree with
+/// the trace (taken while the device clock was still being set, or over a link whose start stamp
+/// is off) send it to the wrong place: when pulses were missed, the search is run again seeded by
+/// the workload alone, and the run with more evidence from the trace wins. The host maps always
+/// come from the probes.
+SyncResult<SyncOutput> synchronise_file(const SyncInputs& in) {
+  auto all = synchronise(in);
+  const bool missed = !all || all->diag.pulses.found < all->diag.pulses.expected;
+  if (!missed || in.probes.empty()) return all;
+  SyncInputs alone = in;
+  alone.use.probes = false;
+  alone.use.probes_to_monitor = false;
+  auto trace_only = synchronise(alone);
+  if (!trace_only || (all && trace_points(*trace_only) <= trace_points(*all))) return all;
+  if (all) {
+    for (ClockMap& m : all->maps)
+      if (m.target == TargetClock::host_steady) trace_only->maps.push_back(std::move(m));
+    trace_only->host_evidence = std::move(all->host_evidence);
+    trace_only->diag.probe_bursts = all->diag.probe_bursts;
+  }
+  trace_only->diag.notes.push_back(
+      "pulse search seeded by the workload: seeded by the clock probes it " +
+      (all ? "found " + std::to_string(all->diag.pulses.found) + " of " +
+                 std::to_string(all->diag.pulses.expected) + " pulses"
+           : std::string("gave no map")) +
+      " (the probes disagree with the trace)");
+  return trace_only;
+}
+
+}  // namespace
+
 Result<FileSync> sync_file(const std::filesystem::path& path) {
   auto ev = gather_evidence(path);
   if (!ev) return ev.error();
-  auto out = synchronise(ev->inputs);
-  if (!out) return file_error(path, "sync failed: " + out.error().message);
+  auto out = synchronise_file(ev->inputs);
+  if (!out)
+    return file_error(
+        path, "sync failed: " + out.error().message + " (file holds: " + [&] {
+          std::string f;
+          for (const std::string& x : ev->found)
+            f += (f.empty() ? "" : "; ") + x;
+          return f;
+        }() + ")");
   FileSync s;
   s.method = out->method;
   s.marks_clock = ev->inputs.marks_clock;
