@@ -144,8 +144,7 @@ std::vector<double> map_errors_ns(const fs::path& f, const meltrig::sync::FileSy
 
 }  // namespace
 
-TEST_CASE("sync file: meltrig sync on a simulated phone capture matches the world's true map" *
-          doctest::test_suite("slow")) {
+TEST_CASE("sync file: meltrig sync on a simulated phone capture matches the world's true map") {
   TempDir dir;
   const fs::path f = copy_of(dir, "phone.h5");
   Cli c = cli(dir.path(), {"sync", f.string(), "--json"});
@@ -183,8 +182,7 @@ TEST_CASE("sync file: meltrig sync on a simulated phone capture matches the worl
 
 TEST_CASE(
     "sync file: meltrig analyze runs the sync, stores /sync and /analysis, energy per "
-    "token against the truth" *
-    doctest::test_suite("slow")) {
+    "token against the truth") {
   TempDir dir;
   const fs::path f = copy_of(dir, "phone.h5");
   Cli c = cli(dir.path(), {"analyze", f.string(), "--json"});
@@ -221,8 +219,7 @@ TEST_CASE(
   CHECK(c.out.find("against /truth: 160 tokens matched") != std::string::npos);
 }
 
-TEST_CASE("sync file: bad input gets a message naming the file, exit 1, the file unchanged" *
-          doctest::test_suite("slow")) {
+TEST_CASE("sync file: bad input gets a message naming the file, exit 1, the file unchanged") {
   TempDir dir;
   auto refused = [&](const fs::path& f, const std::vector<std::string>& cmd,
                      const std::string& message) {
@@ -296,8 +293,7 @@ TEST_CASE("sync file: bad input gets a message naming the file, exit 1, the file
   }
 }
 
-TEST_CASE("sync file: a gap inside a token is analysed and flagged, not fatal" *
-          doctest::test_suite("slow")) {
+TEST_CASE("sync file: a gap inside a token is analysed and flagged, not fatal") {
   TempDir dir;
   const fs::path f = copy_of(dir, "gap.h5");
   // the stored analysis of the intact copy tells where token 80 is
