@@ -36,7 +36,7 @@ TEST_CASE("analysis cli: meltrig analyze --json on a simulated capture, and a fi
   std::string out, err;
   const auto h5 = dir / "phone.h5";
   const int sim_rc =
-      run_cli(dir, {"sim", kPhone.string(), "-o", h5.string(), "--speed", "25", "-q"}, &out, &err);
+      run_cli(dir, {"sim", kPhone.string(), "-o", h5.string(), "--speed", "10", "-q"}, &out, &err);
   REQUIRE_MESSAGE(sim_rc == 0, (out + err));
   REQUIRE_MESSAGE(run_cli(dir, {"analyze", h5.string(), "--json"}, &out, &err) == 0, err);
   auto j = nlohmann::json::parse(out);

@@ -51,7 +51,7 @@ const fs::path& phone_capture() {
   static const fs::path file = [] {
     const fs::path f = dir / "phone.h5";
     const auto scn = fs::path(MELTRIG_SOURCE_DIR) / "examples/scenarios/phone_llamacpp.toml";
-    Cli c = cli(dir.path(), {"sim", scn.string(), "-o", f.string(), "--speed", "25", "-q"});
+    Cli c = cli(dir.path(), {"sim", scn.string(), "-o", f.string(), "--speed", "10", "-q"});
     REQUIRE_MESSAGE(c.rc == 0, (c.out + c.err));
     return f;
   }();
