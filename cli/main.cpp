@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   add_devices(app, cmds);
   add_inspect(app, cmds);
   add_analyze(app, cmds);
+  add_sync(app, cmds);
   add_export(app, cmds);
   add_import(app, cmds);
   add_relay(app, cmds);
