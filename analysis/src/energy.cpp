@@ -166,9 +166,51 @@ Result<void> WindowIntegrator::add(std::uint64_t start_index, std::span<const fl
   if (start_index > next_index_) {  // absent samples: one NaN stands for all of them
     step(start_index - 1, std::numeric_limits<float>::quiet_NaN(), start_index - next_index_);
   }
-  for (std::size_t i = 0; i < p.size(); ++i)
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (have_prev_ && active_probes_.empty() && closing_probes_.empty()) {
+      i += run_between_edges(start_index + i, p.subspan(i));
+      if (i == p.size()) break;
+    }
     step(start_index + i, p[i], 1);
+  }
   return {};
+}
+
+std::size_t WindowIntegrator::run_between_edges(std::uint64_t first, std::span<const float> p) {
+  // The samples before the next edge, with no snippet being filled: step() would only extend
+  // the running integrals (same operations, same order: the result is bit-identical) and the
+  // open windows' peaks, which take the run's maximum once.
+  const double next_t =
+      next_edge_ < edges_.size() ? edges_[next_edge_].t : std::numeric_limits<double>::infinity();
+  double energy = cum_.energy_j, covered = cum_.covered_s, pv = prev_v_, pt = prev_t_;
+  double peak = kNaN;
+  std::uint64_t missing = cum_.missing;
+  std::size_t k = 0;
+  for (; k < p.size(); ++k) {
+    const double t = static_cast<double>(first + k) / rate_;
+    if (t >= next_t) break;
+    const double v = p[k];
+    if (std::isnan(v)) {
+      ++missing;
+    } else {
+      if (!std::isnan(pv)) {
+        energy += dataset::trapezoid_area(pv, v, t - pt);
+        covered += t - pt;
+      }
+      peak = std::fmax(peak, v);
+    }
+    pv = v;
+    pt = t;
+  }
+  if (k == 0) return 0;
+  cum_ = {energy, covered, missing};
+  prev_v_ = pv;
+  prev_t_ = pt;
+  next_index_ = first + k;
+  if (!std::isnan(peak))
+    for (std::uint32_t w : active_)
+      stats_[w].peak_w = std::fmax(stats_[w].peak_w, peak);
+  return k;
 }
 
 void WindowIntegrator::finish() {

@@ -93,6 +93,9 @@ class WindowIntegrator {
     std::uint8_t kind = 0;  // 0 window start, 1 window end, 2 probe start, 3 probe end
   };
   void step(std::uint64_t index, float v, std::uint64_t weight);
+  /// Feeds the leading samples of `p` (from index `first`) that lie before the next edge while
+  /// no snippet is open, in a tight loop; returns how many it took.
+  std::size_t run_between_edges(std::uint64_t first, std::span<const float> p);
   void pass_edges(double t_limit, bool inclusive, double t, double v, bool valid);
   void on_edge(const Edge& e, const CumState& s, double v_at);
 
