@@ -94,8 +94,9 @@ void WindowIntegrator::on_edge(const Edge& e, const CumState& s, double v_at) {
       if (have_prev_) {  // keep the sample before the range, so any t inside can be integrated
         Snippet& sn = snippets_[e.id];
         sn.first_index = next_index_ - 1;
+        sn.first_state = cum_;
+        sn.power_w.reserve(static_cast<std::size_t>((sn.t1_s - sn.t0_s) * rate_) + 4);
         sn.power_w.push_back(static_cast<float>(prev_v_));
-        sn.cum.push_back(cum_);
       }
       active_probes_.push_back(e.id);
       break;
@@ -142,9 +143,13 @@ void WindowIntegrator::step(std::uint64_t index, float value, std::uint64_t weig
   }
   for (std::uint32_t p : active_probes_) {
     Snippet& sn = snippets_[p];
-    if (sn.power_w.empty()) sn.first_index = index;
+    if (sn.power_w.empty()) {
+      sn.first_index = index;
+      sn.first_state = cum_;
+    } else if (weight != 1) {
+      sn.weights.emplace_back(sn.power_w.size(), weight);
+    }
     sn.power_w.push_back(value);
-    sn.cum.push_back(cum_);
   }
   for (std::uint32_t p : closing_probes_)
     erase_value(active_probes_, p);
@@ -220,14 +225,35 @@ void WindowIntegrator::finish() {
   pass_edges(inf, true, have_prev_ ? prev_t_ : 0.0, kNaN, false);
 }
 
+CumState state_after(const Snippet& s, double rate_hz, std::size_t j) {
+  // The stream's own operations in its order (WindowIntegrator::step): bit-identical states.
+  CumState c = s.first_state;
+  std::size_t w = 0;
+  double pt = static_cast<double>(s.first_index) / rate_hz;
+  for (std::size_t k = 1; k <= j && k < s.power_w.size(); ++k) {
+    const double t = static_cast<double>(s.first_index + k) / rate_hz;
+    const double a = s.power_w[k - 1], b = s.power_w[k];
+    if (std::isnan(b)) {
+      while (w < s.weights.size() && s.weights[w].first < k)
+        ++w;
+      c.missing += w < s.weights.size() && s.weights[w].first == k ? s.weights[w].second : 1;
+    } else if (!std::isnan(a)) {
+      c.energy_j += dataset::trapezoid_area(a, b, t - pt);
+      c.covered_s += t - pt;
+    }
+    pt = t;
+  }
+  return c;
+}
+
 CumState state_at(const Snippet& s, double rate_hz, double t) {
   if (s.power_w.empty()) return {};
   auto time_of = [&](std::size_t j) { return static_cast<double>(s.first_index + j) / rate_hz; };
   double x = t * rate_hz - static_cast<double>(s.first_index);
-  if (!(x > 0.0)) return s.cum.front();
+  if (!(x > 0.0)) return s.first_state;
   auto j = static_cast<std::size_t>(std::floor(x));
-  if (j + 1 >= s.power_w.size()) return s.cum.back();
-  CumState out = s.cum[j];
+  if (j + 1 >= s.power_w.size()) return state_after(s, rate_hz, s.power_w.size() - 1);
+  CumState out = state_after(s, rate_hz, j);
   double a = s.power_w[j], b = s.power_w[j + 1];
   if (!std::isnan(a) && !std::isnan(b)) {
     double dt = t - time_of(j);
