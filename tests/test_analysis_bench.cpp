@@ -97,7 +97,6 @@ TEST_CASE(
   for (const auto& t : r.tokens)
     CHECK_FALSE(t.stats.touches_gap());
   CHECK(r.reps[0].decode_tok_s == doctest::Approx(25.0).epsilon(1e-6));
-  CHECK(a->total.wall_s >= a->analysis.wall_s);
 
   SUBCASE("markers outside the clock map are refused, naming the marker") {
     ab::SyntheticRun shifted = run;
@@ -127,7 +126,6 @@ TEST_CASE("analysis bench: the numpy peer integrates the same windows to the sam
   REQUIRE_MESSAGE(p.ok(), (p.ok() ? "" : p.error().describe()));
   REQUIRE(p->energy_j.size() == 1000);
   CHECK(ab::max_relative_difference(p->energy_j, truth->token_energy_j) < 1e-9);
-  CHECK(p->process_wall_s >= p->total.wall_s);
 }
 
 TEST_CASE("analysis bench: a capture larger than the address space left is analysed by streaming") {
