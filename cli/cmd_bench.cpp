@@ -3,6 +3,7 @@
 //   meltrig bench ingest    synthetic source -> decode -> ring -> compressed HDF5, vs raw write()
 //   meltrig bench longrun   a long capture on an accelerated clock, tracking resident memory
 //   meltrig bench sync      clock-map error over a drift x jitter grid (fixtures/sync_sim)
+//   meltrig bench analyze   an hour at 5 kHz, 72,000 tokens, analysed end to end; numpy peer
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "meltrig/fixtures/analysis_bench.hpp"
 #include "meltrig/fixtures/sync_sim.hpp"
 #include "meltrig/fw/hvpm_protocol.hpp"
 #include "meltrig/fw/lvpm_protocol.hpp"
@@ -424,6 +426,42 @@ int run_stamp(const StampArgs& a) {
   return kOk;
 }
 
+/// meltrig bench analyze: options into fixtures::abench::BenchOptions (the body is there).
+void add_bench_analyze(CLI::App& bench, Commands& cmds) {
+  struct AnalyzeArgs {
+    fixtures::abench::BenchOptions o;
+    bool uncompressed = false, no_peer = false, peer = false;
+  };
+  auto aa = std::make_shared<AnalyzeArgs>();
+  auto& ab = aa->o;
+  auto* an = bench.add_subcommand(
+      "analyze", "a synthetic hour at 5 kHz with 72,000 tokens analysed end to end; numpy peer");
+  an->add_option("--dir", ab.dir, "directory for the temporary capture (default: system temp)");
+  an->add_option("--seconds", ab.run.seconds, "capture length")->capture_default_str();
+  an->add_option("--rate", ab.run.rate_hz, "sample rate, Hz")->capture_default_str();
+  an->add_option("--tokens", ab.run.tokens, "token markers")->capture_default_str();
+  an->add_option("--repetitions", ab.run.repetitions, "repetitions")->capture_default_str();
+  an->add_option("--token-samples", ab.run.token_samples, "samples per token")
+      ->capture_default_str();
+  an->add_flag("--uncompressed", aa->uncompressed,
+               "store the samples uncompressed (default: shuffle+deflate-1, as a 5 kHz capture)");
+  an->add_option("--repeats", ab.repeats, "timed analyses")->capture_default_str();
+  an->add_option("--python", ab.peer_options.python, "python3 with numpy and h5py")
+      ->capture_default_str();
+  an->add_option("--peer-script", ab.peer_options.script, "the numpy peer script");
+  an->add_flag("--no-peer", aa->no_peer, "skip the numpy peer");
+  an->add_flag("--keep", ab.keep, "keep the temporary directory");
+  an->add_option("--make", ab.make, "only write the synthetic capture (and its /truth) here");
+  an->add_option("--file", ab.file,
+                 "analyse a capture made by --make with the same options, checked against its "
+                 "/truth (no numpy peer unless --peer)");
+  an->add_flag("--peer", aa->peer, "with --file: run the numpy peer too");
+  cmds.push_back({an, [aa] {
+                    if (aa->uncompressed) aa->o.run.compression = dataset::Compression::none();
+                    aa->o.peer = aa->o.file.empty() ? !aa->no_peer : aa->peer;
+                    return fixtures::abench::run_analysis_bench(aa->o, stdout);
+                  }});
+}
 }  // namespace
 
 void add_bench(CLI::App& app, Commands& cmds) {
@@ -474,6 +512,8 @@ void add_bench(CLI::App& app, Commands& cmds) {
          fixtures::sim::print_sync_bench(*so, {0, 20, 50, 100}, {0, 100e-6, 1e-3}, stdout);
          return kOk;
        }});
+
+  add_bench_analyze(*bench, cmds);
 }
 
 }  // namespace meltrig::cli

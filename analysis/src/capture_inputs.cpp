@@ -1,8 +1,12 @@
 // Inputs from a capture file: see capture_inputs.hpp.
 #include "meltrig/analysis/capture_inputs.hpp"
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "meltrig/dataset/capture_reader.hpp"
@@ -19,28 +23,83 @@ Error file_error(const std::filesystem::path& p, const std::string& what) {
   return make_error(Errc::invalid_argument, p.string() + ": " + what);
 }
 
-// Power in blocks from a shared reader: the `power` channel, or current x voltage.
+/// One block of power samples read ahead.
+struct Block {
+  std::uint64_t first = 0;
+  std::size_t n = 0;
+  std::vector<float> p = std::vector<float>(kBlock), v = std::vector<float>(kBlock);
+};
+
+/// Reads block `first` into `b`: the `power` channel, or current x voltage.
+Result<void> read_block(const dataset::CaptureReader& r, bool direct, std::uint64_t first,
+                        Block& b) {
+  b.first = first;
+  b.n = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, r.samples_written() - first));
+  auto out = std::span<float>(b.p.data(), b.n);
+  auto ok = r.read(direct ? "power" : "current", first, out);
+  if (ok && !direct) ok = r.read("voltage", first, std::span<float>(b.v.data(), b.n));
+  if (!ok) return ok;
+  if (!direct)
+    for (std::size_t i = 0; i < b.n; ++i)
+      b.p[i] *= b.v[i];
+  return {};
+}
+
+/// Hands every block of the capture to `sink` in order while a reader thread reads (and HDF5
+/// decompresses) up to kDepth blocks ahead: reading and integrating run on two cores. Memory:
+/// kDepth blocks. The first error (a read, or the sink's) ends the stream.
+Result<void> stream_blocks(const dataset::CaptureReader& r, const ChunkSink& sink) {
+  constexpr std::size_t kDepth = 4;
+  const bool direct = r.find_channel("power") != nullptr;
+  const std::uint64_t n = r.samples_written();
+  const std::uint64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<Block> ring(kDepth);
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::uint64_t produced = 0, consumed = 0;
+  Result<void> read_error;
+  bool failed = false;
+  std::jthread reader([&](std::stop_token stop) {
+    for (std::uint64_t k = 0; k < blocks; ++k) {
+      {
+        std::unique_lock lk(m);
+        if (!cv.wait(lk, stop, [&] { return produced - consumed < kDepth; })) return;
+      }
+      auto ok = read_block(r, direct, k * kBlock, ring[k % kDepth]);
+      std::lock_guard lk(m);
+      if (!ok) {
+        read_error = std::move(ok);
+        failed = true;
+      } else {
+        ++produced;
+      }
+      cv.notify_all();
+      if (failed) return;
+    }
+  });
+  for (std::uint64_t k = 0; k < blocks; ++k) {
+    {
+      std::unique_lock lk(m);
+      cv.wait(lk, [&] { return produced > k || failed; });
+      if (produced <= k) return read_error;
+    }
+    const Block& b = ring[k % kDepth];
+    auto fed = sink(b.first, std::span<const float>(b.p.data(), b.n));
+    {
+      std::lock_guard lk(m);
+      ++consumed;
+    }
+    cv.notify_all();
+    if (!fed) return fed;  // the reader stops at its next wait (jthread: stop, then join)
+  }
+  return {};
+}
+
+// Power in blocks from a shared reader (read ahead on a second thread).
 SampleSeries series_from_reader(std::shared_ptr<const dataset::CaptureReader> r) {
   SampleSeries s;
   s.rate_hz = r->sample_rate_hz();
-  s.for_each_chunk = [r](const ChunkSink& sink) -> Result<void> {
-    const bool direct = r->find_channel("power") != nullptr;
-    std::vector<float> p(kBlock), v(kBlock);
-    const std::uint64_t n = r->samples_written();
-    for (std::uint64_t first = 0; first < n; first += kBlock) {
-      const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, n - first));
-      auto out = std::span<float>(p.data(), k);
-      auto ok = r->read(direct ? "power" : "current", first, out);
-      if (ok && !direct) ok = r->read("voltage", first, std::span<float>(v.data(), k));
-      if (!ok) return ok;
-      if (!direct)
-        for (std::size_t i = 0; i < k; ++i)
-          p[i] *= v[i];
-      auto fed = sink(first, out);
-      if (!fed) return fed;
-    }
-    return {};
-  };
+  s.for_each_chunk = [r](const ChunkSink& sink) { return stream_blocks(*r, sink); };
   return s;
 }
 

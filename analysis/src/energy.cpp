@@ -94,8 +94,9 @@ void WindowIntegrator::on_edge(const Edge& e, const CumState& s, double v_at) {
       if (have_prev_) {  // keep the sample before the range, so any t inside can be integrated
         Snippet& sn = snippets_[e.id];
         sn.first_index = next_index_ - 1;
+        sn.first_state = cum_;
+        sn.power_w.reserve(static_cast<std::size_t>((sn.t1_s - sn.t0_s) * rate_) + 4);
         sn.power_w.push_back(static_cast<float>(prev_v_));
-        sn.cum.push_back(cum_);
       }
       active_probes_.push_back(e.id);
       break;
@@ -142,9 +143,13 @@ void WindowIntegrator::step(std::uint64_t index, float value, std::uint64_t weig
   }
   for (std::uint32_t p : active_probes_) {
     Snippet& sn = snippets_[p];
-    if (sn.power_w.empty()) sn.first_index = index;
+    if (sn.power_w.empty()) {
+      sn.first_index = index;
+      sn.first_state = cum_;
+    } else if (weight != 1) {
+      sn.weights.emplace_back(sn.power_w.size(), weight);
+    }
     sn.power_w.push_back(value);
-    sn.cum.push_back(cum_);
   }
   for (std::uint32_t p : closing_probes_)
     erase_value(active_probes_, p);
@@ -166,9 +171,51 @@ Result<void> WindowIntegrator::add(std::uint64_t start_index, std::span<const fl
   if (start_index > next_index_) {  // absent samples: one NaN stands for all of them
     step(start_index - 1, std::numeric_limits<float>::quiet_NaN(), start_index - next_index_);
   }
-  for (std::size_t i = 0; i < p.size(); ++i)
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (have_prev_ && active_probes_.empty() && closing_probes_.empty()) {
+      i += run_between_edges(start_index + i, p.subspan(i));
+      if (i == p.size()) break;
+    }
     step(start_index + i, p[i], 1);
+  }
   return {};
+}
+
+std::size_t WindowIntegrator::run_between_edges(std::uint64_t first, std::span<const float> p) {
+  // The samples before the next edge, with no snippet being filled: step() would only extend
+  // the running integrals (same operations, same order: the result is bit-identical) and the
+  // open windows' peaks, which take the run's maximum once.
+  const double next_t =
+      next_edge_ < edges_.size() ? edges_[next_edge_].t : std::numeric_limits<double>::infinity();
+  double energy = cum_.energy_j, covered = cum_.covered_s, pv = prev_v_, pt = prev_t_;
+  double peak = kNaN;
+  std::uint64_t missing = cum_.missing;
+  std::size_t k = 0;
+  for (; k < p.size(); ++k) {
+    const double t = static_cast<double>(first + k) / rate_;
+    if (t >= next_t) break;
+    const double v = p[k];
+    if (std::isnan(v)) {
+      ++missing;
+    } else {
+      if (!std::isnan(pv)) {
+        energy += dataset::trapezoid_area(pv, v, t - pt);
+        covered += t - pt;
+      }
+      peak = std::fmax(peak, v);
+    }
+    pv = v;
+    pt = t;
+  }
+  if (k == 0) return 0;
+  cum_ = {energy, covered, missing};
+  prev_v_ = pv;
+  prev_t_ = pt;
+  next_index_ = first + k;
+  if (!std::isnan(peak))
+    for (std::uint32_t w : active_)
+      stats_[w].peak_w = std::fmax(stats_[w].peak_w, peak);
+  return k;
 }
 
 void WindowIntegrator::finish() {
@@ -178,14 +225,35 @@ void WindowIntegrator::finish() {
   pass_edges(inf, true, have_prev_ ? prev_t_ : 0.0, kNaN, false);
 }
 
+CumState state_after(const Snippet& s, double rate_hz, std::size_t j) {
+  // The stream's own operations in its order (WindowIntegrator::step): bit-identical states.
+  CumState c = s.first_state;
+  std::size_t w = 0;
+  double pt = static_cast<double>(s.first_index) / rate_hz;
+  for (std::size_t k = 1; k <= j && k < s.power_w.size(); ++k) {
+    const double t = static_cast<double>(s.first_index + k) / rate_hz;
+    const double a = s.power_w[k - 1], b = s.power_w[k];
+    if (std::isnan(b)) {
+      while (w < s.weights.size() && s.weights[w].first < k)
+        ++w;
+      c.missing += w < s.weights.size() && s.weights[w].first == k ? s.weights[w].second : 1;
+    } else if (!std::isnan(a)) {
+      c.energy_j += dataset::trapezoid_area(a, b, t - pt);
+      c.covered_s += t - pt;
+    }
+    pt = t;
+  }
+  return c;
+}
+
 CumState state_at(const Snippet& s, double rate_hz, double t) {
   if (s.power_w.empty()) return {};
   auto time_of = [&](std::size_t j) { return static_cast<double>(s.first_index + j) / rate_hz; };
   double x = t * rate_hz - static_cast<double>(s.first_index);
-  if (!(x > 0.0)) return s.cum.front();
+  if (!(x > 0.0)) return s.first_state;
   auto j = static_cast<std::size_t>(std::floor(x));
-  if (j + 1 >= s.power_w.size()) return s.cum.back();
-  CumState out = s.cum[j];
+  if (j + 1 >= s.power_w.size()) return state_after(s, rate_hz, s.power_w.size() - 1);
+  CumState out = state_after(s, rate_hz, j);
   double a = s.power_w[j], b = s.power_w[j + 1];
   if (!std::isnan(a) && !std::isnan(b)) {
     double dt = t - time_of(j);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "meltrig/fw/result.hpp"
@@ -64,7 +65,9 @@ struct Snippet {
   double t1_s = 0.0;              ///< end of the requested range
   std::uint64_t first_index = 0;  ///< index of the first kept sample (the one before t0_s)
   std::vector<float> power_w;     ///< samples from just before t0_s to just after t1_s
-  std::vector<CumState> cum;      ///< state at each kept sample
+  CumState first_state;           ///< running integrals at the first kept sample
+  /// (j, n): kept sample j stands for n absent samples (a jump in the stream); others count 1.
+  std::vector<std::pair<std::size_t, std::uint64_t>> weights;
 };
 
 /// Many windows over one pass of a sample stream. Memory: O(windows + probe snippets), never the
@@ -93,6 +96,9 @@ class WindowIntegrator {
     std::uint8_t kind = 0;  // 0 window start, 1 window end, 2 probe start, 3 probe end
   };
   void step(std::uint64_t index, float v, std::uint64_t weight);
+  /// Feeds the leading samples of `p` (from index `first`) that lie before the next edge while
+  /// no snippet is open, in a tight loop; returns how many it took.
+  std::size_t run_between_edges(std::uint64_t first, std::span<const float> p);
   void pass_edges(double t_limit, bool inclusive, double t, double v, bool valid);
   void on_edge(const Edge& e, const CumState& s, double v_at);
 
@@ -114,6 +120,9 @@ class WindowIntegrator {
   bool finished_ = false;
 };
 
+/// State after kept sample j of a snippet (the running integrals re-accumulated from the first
+/// kept sample: a snippet holds its samples only, 4 bytes each).
+CumState state_after(const Snippet& s, double rate_hz, std::size_t j);
 /// State at time t inside a snippet (clamped to its range): the state at the last kept sample at
 /// or before t plus the trapezoid to t, interpolated linearly.
 CumState state_at(const Snippet& s, double rate_hz, double t);
