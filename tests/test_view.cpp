@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "meltrig/dataset/capture_writer.hpp"
+#include "meltrig/dataset/run_record.hpp"
+#include "meltrig/targets/markers.hpp"
 #include "meltrig/view/follower.hpp"
 #include "meltrig/view/server.hpp"
 #include "test_support.hpp"
@@ -138,6 +140,35 @@ TEST_CASE("view follower: the latest tokens come from the marker file beside the
   REQUIRE(j["tokens"]["latest"].size() == 1);
   CHECK(j["tokens"]["latest"][0]["index"] == 1);
   CHECK(j["tokens"]["latest"][0]["t_s"].get<double>() == doctest::Approx(0.75));
+}
+
+TEST_CASE("view follower: a finished capture's stored markers give the tokens") {
+  TempDir dir;
+  const auto file = dir / "done.h5";
+  {
+    auto w = live_capture(file, 100);
+    REQUIRE(w.finish(dataset::CaptureState::complete, "done").ok());
+  }
+  auto log = targets::parse_markers(
+      "meltrig-markers 1 clock=monotonic\n"
+      "2000000000 run.start id=x\n"
+      "2250000000 token index=0\n"
+      "2500000000 run.end status=ok\n",
+      "m");
+  REQUIRE(log.ok());
+  REQUIRE(dataset::write_markers(file, "runner", *log).ok());
+  // Markers are read once the file has been quiet for a second: date it back.
+  std::filesystem::last_write_time(
+      file, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(10));
+  auto f = view::CaptureFollower::open(file, {});
+  REQUIRE(f.ok());
+  CHECK(f->token_count() == 1);
+  const auto j = json::parse(f->status_json());
+  CHECK(j["tokens"]["source"] == "/markers/runner");
+  CHECK(j["tokens"]["last_event"] == "run.end");
+  CHECK(j["tokens"]["latest"][0]["t_s"].get<double>() == doctest::Approx(0.25));
+  CHECK_FALSE(*f->poll());  // the reader was reopened and nothing changed
+  CHECK(f->samples_written() == 100);
 }
 
 // A synchronous HTTP/1.1 exchange on a fresh connection: status and body.

@@ -261,6 +261,9 @@ bool CaptureFollower::Impl::poll_marker_file() {
 // of a file this process holds in SWMR mode).
 bool CaptureFollower::Impl::poll_stored_markers() {
   using namespace std::chrono_literals;
+  if (!reader) {  // a reopen that failed (e.g. a writer held the file): try again
+    if (auto r = CaptureReader::open(file)) reader = std::move(*r);
+  }
   const auto t = mtime_of(file);
   if (!t || t == marker_mtime || fs::file_time_type::clock::now() - *t < 1s) return false;
   marker_mtime = t;
