@@ -84,5 +84,6 @@ void add_export(CLI::App& app, Commands& cmds);
 void add_import(CLI::App& app, Commands& cmds);
 void add_relay(CLI::App& app, Commands& cmds);
 void add_emulate_relays(CLI::App& emulate, Commands& cmds);
+void add_view(CLI::App& app, Commands& cmds);
 
 }  // namespace meltrig::cli
