@@ -76,10 +76,11 @@ function(meltrig_check_forbidden_links target)
   endwhile()
 endfunction()
 
-# The rule itself: no transport (libserialport, libusb) and no device target below the dataset.
+# The rule itself: no transport (libserialport, libusb) and no device target below the dataset
+# (nor in the reports built on it).
 # Called at the end of the top-level CMakeLists.txt, once every target exists.
 function(meltrig_check_dependency_rule)
-  foreach(lib meltrig_dataset meltrig_sync meltrig_analysis)
+  foreach(lib meltrig_dataset meltrig_sync meltrig_analysis meltrig_report_assets meltrig_report)
     meltrig_check_forbidden_links(${lib}
       FORBIDDEN_TARGETS meltrig_targets meltrig_fw meltrig_rig PkgConfig::SERIALPORT
                         PkgConfig::LIBUSB
