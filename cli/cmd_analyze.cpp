@@ -1,25 +1,16 @@
 // meltrig analyze FILE... [--json]: energy per token and per phase, baselines, repetition
-// statistics, thermal onset and software estimates of each capture (meltrig_analysis). The time
-// map is PROVISIONAL until the sync library lands: the device time of the runner's first clock
-// triple is taken as the capture's start (right for the simulated bench, not a sync). Reads only.
+// statistics, thermal onset and software estimates of each capture (meltrig_analysis,
+// analyze_capture: the time map is PROVISIONAL until the sync library lands). Reads only.
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli_common.hpp"
-#include "meltrig/analysis/capture_inputs.hpp"
+#include "meltrig/analysis/capture_analysis.hpp"
 
 namespace meltrig::cli {
 namespace {
-
-constexpr double kProvisionalBound = 1e-3;
-
-nlohmann::json sync_json() {
-  return {{"method", "provisional-identity"},
-          {"note", "device time of the first clock triple = monitor second 0; not a sync"},
-          {"bound_s", kProvisionalBound}};
-}
 
 void print_table(const std::string& path, const analysis::Analysis& a) {
   std::printf("%s: %zu repetitions, %zu tokens, baseline %.4f W (provisional time map)\n",
@@ -43,33 +34,19 @@ void print_table(const std::string& path, const analysis::Analysis& a) {
     std::printf("  warning: %s\n", w.c_str());
 }
 
-Result<analysis::Analysis> analyze_file(const std::string& path) {
-  auto log = analysis::read_runner_markers(path);
-  if (!log) return log.error();
-  auto map = analysis::provisional_identity_map(*log, kProvisionalBound);
-  auto in = analysis::inputs_from_capture(path, map);
-  if (!in) return in.error();
-  auto a = analysis::analyze(*in);
-  if (!a) return make_error(a.error().code, path + ": " + a.error().message);
-  return a;
-}
-
 int run(const std::vector<std::string>& files, bool json) {
   int rc = kOk;
   for (const std::string& f : files) {
-    auto a = analyze_file(f);
+    auto a = analysis::analyze_capture(f);
     if (!a) {
       std::fprintf(stderr, "meltrig analyze: %s\n", a.error().describe().c_str());
       rc = 1;
       continue;
     }
     if (json) {
-      nlohmann::json j = analysis::to_json(*a);
-      j["file"] = f;
-      j["sync"] = sync_json();
-      std::printf("%s\n", j.dump().c_str());
+      std::printf("%s\n", a->json.dump().c_str());
     } else {
-      print_table(f, *a);
+      print_table(f, a->analysis);
     }
   }
   return rc;
