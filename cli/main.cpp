@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   add_inspect(app, cmds);
   add_analyze(app, cmds);
   add_export(app, cmds);
+  add_report(app, cmds);
   add_import(app, cmds);
   add_relay(app, cmds);
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
