@@ -11,6 +11,7 @@ packages=(
   python3 python3-h5py python3-numpy
   chromium
   openssh-server openssh-client
+  slurm-wlm munge
   libc6-dev-arm64-cross
 )
 
