@@ -1,7 +1,11 @@
 // analyze_capture: the file's inputs through the (provisional) clock map, the analysis, its JSON.
 #include "meltrig/analysis/capture_analysis.hpp"
 
+#include <limits>
+#include <variant>
+
 #include "meltrig/analysis/capture_inputs.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 
 namespace meltrig::analysis {
 
@@ -15,6 +19,16 @@ nlohmann::json sync_json() {
           {"bound_s", kProvisionalBound}};
 }
 
+// The supply voltage a current-valued software estimate is converted with: the monitor's output
+// voltage (what the device's battery terminals saw), NaN when the file does not say.
+double supply_voltage(const std::filesystem::path& path) {
+  auto r = dataset::CaptureReader::open(path);
+  if (!r) return std::numeric_limits<double>::quiet_NaN();
+  const auto* v = dataset::find_attribute(r->monitor_attributes(), "output_voltage_v");
+  const double* d = v != nullptr ? std::get_if<double>(v) : nullptr;
+  return d != nullptr && *d > 0 ? *d : std::numeric_limits<double>::quiet_NaN();
+}
+
 }  // namespace
 
 Result<CaptureAnalysis> analyze_capture(const std::filesystem::path& path) {
@@ -23,7 +37,9 @@ Result<CaptureAnalysis> analyze_capture(const std::filesystem::path& path) {
   auto map = provisional_identity_map(*log, kProvisionalBound);
   auto in = inputs_from_capture(path, map);
   if (!in) return in.error();
-  auto a = analyze(*in);
+  AnalysisConfig cfg;
+  cfg.software.supply_v = supply_voltage(path);
+  auto a = analyze(*in, cfg);
   if (!a) return make_error(a.error().code, path.string() + ": " + a.error().message);
   CaptureAnalysis out;
   out.events = std::move(in->events);

@@ -16,7 +16,9 @@
   };
   const fmt = (x, d) => (x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toPrecision(d || 4));
   const ci = (c) => (c && c[0] !== null ? "[" + fmt(c[0]) + ", " + fmt(c[1]) + "]" : "–");
-  const points = (size) => ({ paths: () => null, points: { show: true, size: size || 5 } });
+  // A scatter series: no line, filled points of its stroke colour.
+  const scatter = (label, color, size, extra) => Object.assign({ label: label, stroke: color, paths: () => null,
+    points: { show: true, size: size, fill: color } }, extra || {});
 
   function table(parent, head, rows) {
     const t = $("table");
@@ -71,15 +73,16 @@
       scales: { x: { time: false }, J: {}, r: {} },
       axes: [{ label: "monitor time (s)" }, { scale: "J", label: "J per token", size: 60 },
         { scale: "r", side: 1, label: "tokens/s", grid: { show: false } }],
-      series: [{}, Object.assign({ label: "J/token", stroke: C[0], fill: C[0], scale: "J" }, points(4)),
-        Object.assign({ label: "net J/token", stroke: C[2], fill: C[2], scale: "J" }, points(4)),
-        Object.assign({ label: "tokens/s (1 / token time)", stroke: C[1], scale: "r" }, points(3)),
+      series: [{}, scatter("J/token", C[0], 4, { scale: "J" }),
+        scatter("net J/token", C[2], 4, { scale: "J" }),
+        scatter("tokens/s (1 / token time)", C[1], 3, { scale: "r" }),
         { label: "tokens/s (thermal bins)", stroke: C[3], width: 2, scale: "r", spanGaps: true }],
     }, data);
   }
 
   function phasePlot(el, a) {
-    const names = Object.keys(a.phases);
+    const order = ["load", "prefill", "decode", "idle_before", "idle_after", "cooldown"];
+    const names = Object.keys(a.phases).sort((p, q) => order.indexOf(p) - order.indexOf(q));
     if (!names.length) return P.empty(el, "no phases");
     const x = names.map((_, i) => i);
     const gross = names.map((k) => a.phases[k].energy_j), net = names.map((k) => a.phases[k].net_energy_j);
@@ -101,7 +104,7 @@
     const tables = temps.map((s) => [s.t, s.v]);
     tables.push([bins.map((b) => b.t_s), bins.map((b) => b.temp_c)]);
     const series = [{}].concat(temps.map((s, i) => ({ label: s.name + " (°C)", stroke: C[i % C.length], width: 1.5, spanGaps: true })));
-    series.push(Object.assign({ label: "bin means (analysis)", stroke: "#c0392b", fill: "#c0392b" }, points(6)));
+    series.push(scatter("bin means (analysis)", "#c0392b", 6));
     const th = a.thermal;
     const onset = th.throttle_onset_s;
     el.parentElement.appendChild($("p", { class: "note" }, onset !== null
@@ -154,8 +157,8 @@
       P.plot(sc, {
         scales: { x: { time: false } },
         axes: [{ label: "monitor W over the reading's interval" }, { label: "estimate (W)", size: 60 }],
-        series: [{}, Object.assign({ label: "reading", stroke: C[0], fill: C[0] }, points(5)),
-          Object.assign({ label: "reading, USB-fed", stroke: C[1], fill: C[1] }, points(5)),
+        series: [{}, scatter("reading", C[0], 5),
+          scatter("reading, USB-fed", C[1], 5),
           { label: "estimate = monitor", stroke: "#777", dash: [4, 4], spanGaps: true }],
       }, [ref, est(false), est(true), ref]);
       const m = pairs.filter((p) => !p[3]).map((p) => [(p[1] + p[2]) / 2, 100 * (p[1] - p[2]) / p[2]]).sort((p, q) => p[0] - q[0]);
@@ -164,7 +167,7 @@
       P.plot(ba, {
         scales: { x: { time: false } },
         axes: [{ label: "mean of estimate and monitor (W)" }, { label: "difference (% of monitor)", size: 60 }],
-        series: [{}, Object.assign({ label: "reading (USB-free)", stroke: C[0], fill: C[0] }, points(5))],
+        series: [{}, scatter("reading (USB-free)", C[0], 5)],
         hooks: { draw: [(u) => hlines(u, [{ v: mid, label: "mean " + fmt(mid) + " %", color: "#333" },
           { v: s.loa_low_pct, label: "−1.96 s.d. " + fmt(s.loa_low_pct) + " %", color: "#9a4b00", dash: [5, 4] },
           { v: s.loa_high_pct, label: "+1.96 s.d. " + fmt(s.loa_high_pct) + " %", color: "#9a4b00", dash: [5, 4] }])] },
@@ -179,7 +182,7 @@
     const x = labels.map((_, i) => i);
     const series = [{}], data = [x];
     metrics.forEach((m, i) => {
-      series.push(Object.assign({ label: m[1] + " (mean, 95% t interval)", stroke: C[i], fill: C[i] }, points(8)));
+      series.push(scatter(m[1] + " (mean, 95% t interval)", C[i], 10));
       data.push(analyses.map((a) => (a.statistics.repetitions[m[0]] || {}).mean ?? null));
     });
     const bars = (u) => {
@@ -191,7 +194,7 @@
         analyses.forEach((a, k) => {
           const s = a.statistics.repetitions[m[0]];
           if (!s || s.t_ci95[0] === null) return;
-          const px = u.valToPos(k, "x", true) + (i - (metrics.length - 1) / 2) * 8;
+          const px = u.valToPos(k, "x", true);
           const y0 = u.valToPos(s.t_ci95[0], "y", true), y1 = u.valToPos(s.t_ci95[1], "y", true);
           c.beginPath(); c.moveTo(px, y0); c.lineTo(px, y1);
           c.moveTo(px - 5, y0); c.lineTo(px + 5, y0); c.moveTo(px - 5, y1); c.lineTo(px + 5, y1);
@@ -256,7 +259,13 @@
     }
     if (scroll) {
       const e = document.getElementById(decodeURIComponent(scroll[1]));
-      if (e) e.parentElement.scrollIntoView(); else document.body.dataset.actionError = "no element " + scroll[1];
+      // Hides what comes before the element's part of the page (a headless screenshot shows the
+      // top of the page whatever the scroll position).
+      const root = document.getElementById("report");
+      const kids = Array.from(root.children);
+      const at = e ? kids.findIndex((k) => k === e || k.contains(e)) : -1;
+      if (at < 0) document.body.dataset.actionError = "no element " + scroll[1];
+      for (let i = 0; i < at - 1; i++) kids[i].style.display = "none";
     }
     setTimeout(() => {
       document.body.dataset.resources = String(performance.getEntriesByType("resource").length);

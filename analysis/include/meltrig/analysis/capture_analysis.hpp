@@ -23,7 +23,8 @@ struct CaptureAnalysis {
 
 /// Reads and analyses `path` (read-only). The time map is PROVISIONAL until the sync library is
 /// wired: the device time of the runner's first clock triple is taken as monitor second 0 (right
-/// for the simulated bench, not a sync; "sync" in the JSON says so). Errors name the file.
+/// for the simulated bench, not a sync; "sync" in the JSON says so). Current-valued software
+/// estimates are converted to watts with the monitor's `output_voltage_v`. Errors name the file.
 Result<CaptureAnalysis> analyze_capture(const std::filesystem::path& path);
 
 }  // namespace meltrig::analysis
