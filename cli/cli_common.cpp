@@ -7,9 +7,13 @@
 #include <csignal>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 
@@ -86,6 +90,28 @@ int fail(const std::string& what) {
 int usage(const std::string& what) {
   std::fprintf(stderr, "meltrig: usage error: %s\n", what.c_str());
   return kUsage;
+}
+
+int write_file_whole(const std::string& path,
+                     const std::function<Result<void>(std::ostream&)>& write) {
+  const std::string tmp = path + ".part";
+  std::error_code ec;
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return fail(path + ": cannot create " + tmp + ": " + std::strerror(errno));
+    auto res = write(out);
+    out.close();
+    if (!res || !out) {
+      std::filesystem::remove(tmp, ec);
+      return fail(res ? path + ": cannot write: " + std::strerror(errno) : res.error().describe());
+    }
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    return fail(path + ": cannot write: " + ec.message());
+  }
+  return kOk;
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <optional>
+#include <ostream>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -48,6 +49,12 @@ int fail(const std::string& what);
 /// Prints a usage error; returns kUsage.
 int usage(const std::string& what);
 
+/// Writes `path` whole or not at all: `write` fills a temporary file beside it, which replaces
+/// `path` only when `write` and the close succeed (else it is removed). kFailure naming the file
+/// or the error otherwise.
+int write_file_whole(const std::string& path,
+                     const std::function<Result<void>(std::ostream&)>& write);
+
 /// A subcommand and what to run when it was given.
 struct Command {
   CLI::App* app;
@@ -81,6 +88,7 @@ void add_inspect(CLI::App& app, Commands& cmds);
 void add_analyze(CLI::App& app, Commands& cmds);
 void add_sync(CLI::App& app, Commands& cmds);
 void add_export(CLI::App& app, Commands& cmds);
+void add_report(CLI::App& app, Commands& cmds);
 void add_import(CLI::App& app, Commands& cmds);
 void add_relay(CLI::App& app, Commands& cmds);
 void add_emulate_relays(CLI::App& emulate, Commands& cmds);

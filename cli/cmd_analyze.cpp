@@ -9,8 +9,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
-#include "meltrig/analysis/capture_inputs.hpp"
-#include "meltrig/analysis/store.hpp"
+#include "meltrig/analysis/capture_analysis.hpp"
 #include "meltrig/analysis/truth_compare.hpp"
 #include "meltrig/sync/file_sync.hpp"
 
@@ -41,49 +40,16 @@ void print_table(const std::string& path, const analysis::Analysis& a, const syn
   }
 }
 
-/// The stored map, or one computed now (stored only once the analysis succeeded).
-Result<std::pair<sync::FileSync, bool>> map_of(const std::string& path) {
-  auto stored = sync::read_stored(path);
-  if (!stored) return stored.error();
-  if (*stored) return std::pair{std::move(**stored), false};
-  auto computed = sync::sync_file(path);
-  if (!computed) return computed.error();
-  return std::pair{std::move(*computed), true};
-}
-
-/// The analysis through `map`; the capture is read and closed again.
-Result<analysis::Analysis> analyze_with(const std::string& path, const sync::FileSync& map) {
-  auto in = analysis::inputs_from_capture(
-      path, [&map](std::string_view clock, std::int64_t ns) -> std::optional<analysis::MappedTime> {
-        auto m = map.monitor_seconds(clock, ns);
-        if (!m) return std::nullopt;
-        return analysis::MappedTime{m->first, m->second};
-      });
-  if (!in) return in.error();
-  auto a = analysis::analyze(*in);
-  if (!a) return make_error(a.error().code, path + ": " + a.error().message);
-  return a;
-}
-
 int analyze_one(const std::string& path, bool json, bool truth) {
-  auto s = map_of(path);
-  if (!s) return fail(s.error().describe());
-  const sync::FileSync& map = s->first;
-  auto a = analyze_with(path, map);  // the file is closed again before anything is stored
-  if (!a) return fail(a.error().describe());
-  nlohmann::json j = analysis::to_json(*a);
-  j["file"] = path;
-  j["sync"] = map.to_json();
-  if (s->second)
-    if (auto w = sync::store(path, map); !w) return fail(w.error().describe());
-  if (auto w = analysis::store(path, *a, j); !w) return fail(w.error().describe());
-  for (const std::string& w : a->run.warnings)
+  auto ca = analysis::analyze_capture(path, {.store = true});
+  if (!ca) return fail(ca.error().describe());
+  for (const std::string& w : ca->analysis.run.warnings)
     std::fprintf(stderr, "meltrig analyze: %s: warning: %s\n", path.c_str(), w.c_str());
   if (json)
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", ca->json.dump().c_str());
   else
-    print_table(path, *a, map);
-  if (truth) std::fputs(analysis::compare_with_truth(path, *a).c_str(), stdout);
+    print_table(path, ca->analysis, ca->map);
+  if (truth) std::fputs(analysis::compare_with_truth(path, ca->analysis).c_str(), stdout);
   return kOk;
 }
 

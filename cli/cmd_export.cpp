@@ -1,5 +1,6 @@
 // meltrig export: a capture's samples (or one summary level) as CSV, read and written in blocks so
-// memory stays constant for any file size.
+// memory stays constant for any file size; or, with --perfetto, a Chrome JSON trace of the capture
+// and its analysis (meltrig_report, perfetto.hpp).
 //
 // Raw rows:     t_s,<channel>,...            one row per sample index i, t_s = i / sample_rate_hz
 // Summary rows: t_start_s,t_end_s,<C>_mean,<C>_min,<C>_max,<C>_valid,...   (float32 channels)
@@ -26,6 +27,7 @@
 
 #include "cli_common.hpp"
 #include "meltrig/dataset/capture_reader.hpp"
+#include "meltrig/report/perfetto.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -36,6 +38,7 @@ constexpr std::size_t kSummaryBlock = 4096;  // summary entries per read, per ch
 struct ExportArgs {
   std::string file;
   bool csv = false;
+  bool perfetto = false;
   std::string output;  // "" = stdout
   double from = 0.0;
   double to = 0.0;
@@ -252,7 +255,21 @@ std::string join(const std::vector<std::string>& items) {
   return s;
 }
 
+int run_perfetto(const ExportArgs& a) {
+  if (a.from_opt->count() > 0 || a.to_opt->count() > 0 || a.level_opt->count() > 0 ||
+      !a.channels.empty()) {
+    return usage(
+        "--perfetto writes the whole capture: --from, --to, --level and --channels "
+        "are for --csv");
+  }
+  if (a.output.empty()) return usage("--perfetto needs -o TRACE.json");
+  return write_file_whole(
+      a.output, [&](std::ostream& out) { return report::write_perfetto_trace(a.file, out); });
+}
+
 int run(const ExportArgs& a) {
+  if (a.csv == a.perfetto) return usage("give exactly one of --csv and --perfetto");
+  if (a.perfetto) return run_perfetto(a);
   const bool summary = a.level_opt->count() > 0;
   const bool has_from = a.from_opt->count() > 0;
   const bool has_to = a.to_opt->count() > 0;
@@ -325,10 +342,14 @@ int run(const ExportArgs& a) {
 
 void add_export(CLI::App& app, Commands& cmds) {
   auto a = std::make_shared<ExportArgs>();
-  auto* s = app.add_subcommand("export", "write a capture's samples or summaries as CSV");
+  auto* s =
+      app.add_subcommand("export", "write a capture's samples or summaries as CSV, or a trace");
   s->add_option("file", a->file, "capture file (HDF5)")->required();
-  s->add_flag("--csv", a->csv, "CSV output (the only format so far)")->required();
-  s->add_option("-o,--output", a->output, "CSV file to write (default: stdout)");
+  s->add_flag("--csv", a->csv, "CSV output");
+  s->add_flag(
+      "--perfetto", a->perfetto,
+      "Chrome JSON trace (ui.perfetto.dev, chrome://tracing) of the capture and its analysis");
+  s->add_option("-o,--output", a->output, "file to write (CSV default: stdout)");
   a->from_opt = s->add_option("--from", a->from, "first time, s (inclusive: t_s >= FROM)");
   a->to_opt = s->add_option("--to", a->to, "end time, s (exclusive: t_s < TO)");
   a->level_opt = s->add_option("--level", a->level,

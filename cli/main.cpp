@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   add_analyze(app, cmds);
   add_sync(app, cmds);
   add_export(app, cmds);
+  add_report(app, cmds);
   add_import(app, cmds);
   add_relay(app, cmds);
   add_view(app, cmds);

@@ -77,10 +77,17 @@ function(meltrig_check_forbidden_links target)
 endfunction()
 
 # The rule itself: no transport (libserialport, libusb) and no device target below the dataset
-# (meltrig_view, the live view server in analysis/view/, included).
+# (nor in the live view and the reports built on it).
 # Called at the end of the top-level CMakeLists.txt, once every target exists.
 function(meltrig_check_dependency_rule)
-  foreach(lib meltrig_dataset meltrig_sync meltrig_analysis meltrig_view)
+  set(libs meltrig_dataset meltrig_sync meltrig_analysis)
+  # The view and report libraries where the project has them (the rule's own test project may not).
+  foreach(lib meltrig_view meltrig_report_assets meltrig_report)
+    if(TARGET ${lib})
+      list(APPEND libs ${lib})
+    endif()
+  endforeach()
+  foreach(lib IN LISTS libs)
     meltrig_check_forbidden_links(${lib}
       FORBIDDEN_TARGETS meltrig_targets meltrig_fw meltrig_rig PkgConfig::SERIALPORT
                         PkgConfig::LIBUSB

@@ -9,6 +9,7 @@ packages=(
   libserialport-dev libhdf5-dev hdf5-tools hdf5-filter-plugin libboost-dev libeigen3-dev libspdlog-dev libfmt-dev
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libusb-1.0-0-dev
   python3 python3-h5py python3-numpy
+  chromium
   openssh-server openssh-client
   slurm-wlm munge
   libc6-dev-arm64-cross

@@ -126,6 +126,10 @@ json software_json(const SoftwareResult& s) {
     by.push_back(e);
   }
   j["by_window_length"] = by;
+  json pairs = json::array();
+  for (const ReadingPair& q : s.pairs)
+    pairs.push_back({num(q.t_s), num(q.estimate_w), num(q.reference_w), q.usb});
+  j["pairs"] = pairs;
   if (!s.note.empty()) j["note"] = s.note;
   return j;
 }

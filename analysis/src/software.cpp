@@ -131,6 +131,7 @@ std::vector<SoftwareResult> SoftwarePlan::finish(std::span<const WindowStats> st
       }
       (rd.usb ? ue : e).push_back(rd.estimate_w);
       (rd.usb ? uref : ref).push_back(w.mean_w());
+      r.pairs.push_back({windows_[rd.window].t1_s, rd.estimate_w, w.mean_w(), rd.usb});
     }
     r.readings = error_stats(e, ref);
     r.usb = error_stats(ue, uref);

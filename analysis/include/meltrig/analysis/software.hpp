@@ -40,6 +40,15 @@ struct LengthError {
   ErrorStats stats;
 };
 
+/// One reading beside the monitor's mean power over the interval it averages (the points of a
+/// Bland-Altman plot).
+struct ReadingPair {
+  double t_s = 0.0;  ///< end of the reading's interval, monitor seconds
+  double estimate_w = 0.0;
+  double reference_w = 0.0;
+  bool usb = false;  ///< the interval overlaps USB power
+};
+
 struct SoftwareResult {
   std::string series;
   std::string unit;
@@ -49,6 +58,7 @@ struct SoftwareResult {
   std::vector<LengthError> by_length;
   std::size_t skipped = 0;  ///< readings whose window touches a gap or leaves the trace
   std::string note;
+  std::vector<ReadingPair> pairs;  ///< every reading used (USB-fed ones flagged), in time order
 };
 
 /// The windows a validation needs integrated (pass them to analyze_run as `extra`), and what to
