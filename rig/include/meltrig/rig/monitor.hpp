@@ -100,8 +100,10 @@ class Monitor {
   virtual Result<void> configure(const MonitorConfig& cfg) = 0;
   virtual Result<void> start() = 0;
   /// Reads and decodes for up to `timeout`, pushing whatever is final into `sink`. A quiet
-  /// interval is not an error; port_gone and io_error are. A finite source returns `cancelled`
-  /// (message: why) once it has delivered everything: the capture then ends normally.
+  /// interval is not an error; port_gone and io_error are. A finite source returns
+  /// `end_of_stream` (message: what it delivered) once it has delivered everything: the capture
+  /// then ends normally (complete). `cancelled` means a stop was requested (the capture ends as
+  /// interrupted); it never stands for "the source finished".
   virtual Result<void> poll(SampleSink& sink, std::chrono::milliseconds timeout) = 0;
   /// Stops sampling, reads what is still in flight, and releases every held sample to `sink`.
   virtual Result<void> stop(SampleSink& sink) = 0;
