@@ -4,16 +4,17 @@
 #include <thread>
 
 #include "cli_common.hpp"
+#include "emulate_common.hpp"
 #include "meltrig/fixtures/ppk2_emulator.hpp"
 
 namespace meltrig::cli {
 namespace {
 
-struct Args {
-  std::string link, waveform = "constant:0.05", logic = "none";
-  double noise = 0.0, seconds = 0.0, disconnect_at = -1.0;
+struct Args : EmulateArgs {
+  Args() { waveform = "constant:0.05"; }
+  std::string logic = "none";
+  double disconnect_at = -1.0;
   int source_mv = 3700;
-  std::uint64_t seed = 1;
   std::vector<std::string> drops, duplicates, omit;
   std::vector<std::uint64_t> corrupt;
   std::string stall, garbage;
@@ -72,10 +73,9 @@ bool parse_logic(const std::string& spec, fixtures::Ppk2EmulatorConfig& cfg) {
 
 int run(const Args& a) {
   fixtures::Ppk2EmulatorConfig cfg;
-  auto w = fixtures::Waveform::parse(a.waveform);
-  if (!w) return usage("--waveform: " + w.error().message);
+  auto w = emulate_waveform(a);
+  if (!w) return usage(w.error().message);
   cfg.waveform = *w;
-  cfg.waveform.noise_amps = a.noise;
   cfg.seed = a.seed;
   cfg.initial_source_mv = a.source_mv;
   cfg.metadata_omit = a.omit;
@@ -117,11 +117,7 @@ int run(const Args& a) {
   }
   auto e = fixtures::Ppk2Emulator::start(cfg, std::filesystem::path(a.link));
   if (!e) return fail(e.error().describe());
-  std::printf("emulating PPK2 on %s; Ctrl-C to stop\n", a.link.c_str());
-  std::fflush(stdout);
-  serve_until_stopped(a.seconds, [&] { return (*e)->running(); });
-  (*e)->stop();
-  auto t = (*e)->truth();
+  auto t = serve_emulator(**e, a, "PPK2", [&] { return (*e)->running(); });
   std::printf("emulator stopped: %llu samples sent, %llu dropped, %llu duplicated\n",
               static_cast<unsigned long long>(t.samples_sent),
               static_cast<unsigned long long>(t.samples_dropped),
@@ -134,11 +130,7 @@ int run(const Args& a) {
 void add_emulate_ppk2(CLI::App& emulate, Commands& cmds) {
   auto a = std::make_shared<Args>();
   auto* s = emulate.add_subcommand("ppk2", "emulate a Nordic PPK2 until stopped");
-  s->add_option("--link", a->link, "create a symlink to the pty here")->required();
-  s->add_option("--waveform", a->waveform, "constant:A | steps:T:A,T:A,... | csv:FILE")
-      ->capture_default_str();
-  s->add_option("--noise", a->noise, "Gaussian current noise, A (standard deviation)");
-  s->add_option("--seed", a->seed, "noise and garbage seed")->capture_default_str();
+  add_emulate_options(*s, *a, "noise and garbage seed");
   s->add_option("--source-mv", a->source_mv, "source voltage at power-up, mV")
       ->capture_default_str();
   s->add_option("--logic", a->logic,
@@ -156,7 +148,7 @@ void add_emulate_ppk2(CLI::App& emulate, Commands& cmds) {
   s->add_option("--disconnect-at", a->disconnect_at, "close the pty this long after start, s");
   s->add_option("--garbage", a->garbage, "insert BYTES:EVERY random bytes every EVERY samples");
   s->add_flag("--answer-garbage", a->answer_garbage, "answer every command with random bytes");
-  s->add_option("--seconds", a->seconds, "exit after this long (default: until signal)");
+  add_emulate_seconds(*s, *a);
   cmds.push_back({s, [a] { return run(*a); }});
 }
 

@@ -403,3 +403,42 @@ TEST_CASE("melt: run directory scanner") {
   REQUIRE_FALSE(no_file.ok());
   CHECK(no_file.error().code == Errc::not_found);
 }
+
+TEST_CASE("melt: read_run reads the conversations the filter selects and notes what it skips") {
+  std::vector<std::string> notes;
+  auto note = [&](const std::string& n) { notes.push_back(n); };
+  auto all = melt::read_run(fixture(), {}, note);
+  REQUIRE(all.ok());
+  CHECK(all->trace.size() > 0);
+  CHECK_FALSE(std::isnan(all->trace.start_unix_s));  // from .t_monsoon
+  REQUIRE(all->logs.size() >= 2);
+  CHECK(all->logs[0].group == "iter0_conv0");  // the .tsv, cross-checked by its .log
+  CHECK(all->logs[1].group == "iter0_conv1");  // an MLC CSV alone keeps the plain name
+  CHECK(all->logs[0].log.header.size() > 1);   // the timings summary's figures
+  REQUIRE_FALSE(notes.empty());
+  CHECK(notes[0] == "ignored " + (fixture() / "melt_measurements" / "notes.txt").string() +
+                        " (not a MELT measurements file)");
+
+  notes.clear();
+  melt::MeltFilter one;
+  one.iteration = 0;
+  one.conversation = 1;
+  auto sel = melt::read_run(fixture(), one, note);
+  REQUIRE(sel.ok());
+  REQUIRE(sel->logs.size() == 1);
+  CHECK(sel->logs[0].group == "iter0_conv1");
+  CHECK(sel->trace.size() == all->trace.size());  // the trace does not depend on the filter
+
+  notes.clear();
+  melt::MeltFilter none;
+  none.iteration = 7;
+  auto empty = melt::read_run(fixture(), none, note);
+  REQUIRE(empty.ok());
+  CHECK(empty->logs.empty());
+  REQUIRE_FALSE(notes.empty());
+  CHECK(notes.back() == "no events file matches the --iteration/--conversation given");
+
+  auto missing = melt::read_run(fixture() / "nope", {}, note);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == Errc::not_found);
+}

@@ -444,6 +444,12 @@ static void report(const options* o, int n_prompt, int tok, int64_t decode_ns) {
               : 0.0);
 }
 
+/* The coded sync pulse, when asked for (--sync); 0 or a negative errno. */
+static int sync_pulse(mm_writer* w, const options* o) {
+  if (!o->sync) return 0;
+  return mm_sync_pulse(w, o->sync_code, (unsigned)o->sync_bits, o->sync_chip_ms * 1000000LL);
+}
+
 int main(int argc, char** argv) {
   options o;
   mm_writer w;
@@ -473,9 +479,7 @@ int main(int argc, char** argv) {
     o.run_id = run_id;
   }
   if ((rc = mm_run_start(&w, o.run_id)) != 0) return fail("run.start", rc);
-  if (o.sync &&
-      (rc = mm_sync_pulse(&w, o.sync_code, (unsigned)o.sync_bits, o.sync_chip_ms * 1000000LL)) != 0)
-    return fail("sync pulse", rc);
+  if ((rc = sync_pulse(&w, &o)) != 0) return fail("sync pulse", rc);
   if (g_signal) return interrupted(&w, &m, prompt_ids);
 
   if ((rc = mm_load_start(&w, o.model)) != 0) return fail("load.start", rc);
@@ -510,9 +514,7 @@ int main(int argc, char** argv) {
     if (g_signal) return interrupted(&w, &m, prompt_ids);
   }
 
-  if (o.sync &&
-      (rc = mm_sync_pulse(&w, o.sync_code, (unsigned)o.sync_bits, o.sync_chip_ms * 1000000LL)) != 0)
-    return fail("sync pulse", rc);
+  if ((rc = sync_pulse(&w, &o)) != 0) return fail("sync pulse", rc);
   if (g_signal) return interrupted(&w, &m, prompt_ids);
   if ((rc = mm_run_end(&w, "ok")) != 0) return fail("run.end", rc);
   if ((rc = mm_close(&w)) != 0) return fail("close", rc);

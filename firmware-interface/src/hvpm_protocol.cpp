@@ -77,6 +77,8 @@ bool within(double v, double lo, double hi) {
 
 }  // namespace
 
+// One case per opcode of the wire protocol, each a single name: splitting it would scatter it.
+// table-like: a switch from opcode to name
 std::string opcode_name(Opcode op) {
   const char* n = "register";
   switch (op) {

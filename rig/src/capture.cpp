@@ -333,7 +333,7 @@ class Capture {
   Stats stats_;
   std::vector<std::uint64_t> counter_values_;
   std::optional<Error> reader_error_;
-  std::string source_finished_;
+  std::optional<Ending> source_ended_;  ///< the source ended the stream (end_of_stream, cancelled)
   std::optional<Error> writer_error_;
   std::atomic<bool> writer_failed_{false};
   std::atomic<std::uint64_t> samples_covered_{0};
@@ -345,9 +345,12 @@ void Capture::read(std::stop_token st) {
     auto r = monitor_.poll(pipe_, milliseconds(50));
     pipe_.snapshot_counters(monitor_.counters());
     if (!r) {
-      // A finite source (a replay, a synthetic run) ends with `cancelled`: a normal end.
-      if (r.error().code == Errc::cancelled)
-        source_finished_ = r.error().message;
+      // A finite source (a replay, a synthetic run) ends with `end_of_stream`: a normal end.
+      // `cancelled` is a stop someone asked for: the capture ends as interrupted, not failed.
+      if (r.error().code == Errc::end_of_stream)
+        source_ended_ = Ending{dataset::CaptureState::complete, r.error().message};
+      else if (r.error().code == Errc::cancelled)
+        source_ended_ = Ending{dataset::CaptureState::interrupted, r.error().describe()};
       else
         reader_error_ = r.error();
       break;
@@ -554,8 +557,7 @@ Ending Capture::supervise(std::int64_t t0) {
 }
 
 CaptureSummary Capture::summarize(Ending ending) {
-  if (!source_finished_.empty() && ending.state == dataset::CaptureState::complete)
-    ending.reason = source_finished_;
+  if (source_ended_ && ending.state == dataset::CaptureState::complete) ending = *source_ended_;
   if (reader_error_) ending = {dataset::CaptureState::failed, reader_error_->describe()};
   if (writer_error_) ending = {dataset::CaptureState::failed, writer_error_->describe()};
   CaptureSummary s;

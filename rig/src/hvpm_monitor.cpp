@@ -485,9 +485,7 @@ void HvpmMonitor::note_uncalibrated(std::uint64_t n) {
 
 Result<void> HvpmMonitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {
   if (!sequencer_) return make_error(Errc::invalid_argument, "HVPM: poll() before start()");
-  auto r = read_into_sequencer(sink, timeout);
-  if (!r && r.error().code != Errc::timeout) return r;
-  return {};
+  return quiet_is_ok(read_into_sequencer(sink, timeout));
 }
 
 Result<void> HvpmMonitor::read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout) {
@@ -509,14 +507,9 @@ Result<void> HvpmMonitor::stop(SampleSink& sink) {
   Result<void> result;
   if (transport_ && sequencer_) {
     result = send(hv::stop_sampling());
-    // Drain what is in flight: read until quiet for 200 ms (at most 3 s).
-    const std::int64_t limit = opt_.clock->now_ns() + 3'000'000'000;
-    while (result.ok() && opt_.clock->now_ns() < limit) {
-      auto r = read_into_sequencer(sink, std::chrono::milliseconds(200));
-      if (!r) {
-        if (r.error().code != Errc::timeout) result = r;
-        break;
-      }
+    if (result) {
+      result = drain_in_flight(
+          *opt_.clock, [&](std::chrono::milliseconds t) { return read_into_sequencer(sink, t); });
     }
   }
   if (sequencer_) {

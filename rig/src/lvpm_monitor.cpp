@@ -264,9 +264,7 @@ void LvpmMonitor::release(SampleSink& sink) {
 Result<void> LvpmMonitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {
   if (!port_ || !sequencer_)
     return make_error(Errc::invalid_argument, "LVPM: poll() before start()");
-  auto r = read_into_sequencer(sink, timeout);
-  if (!r && r.error().code != Errc::timeout) return r;
-  return {};
+  return quiet_is_ok(read_into_sequencer(sink, timeout));
 }
 
 Result<void> LvpmMonitor::read_into_sequencer(SampleSink& sink, std::chrono::milliseconds timeout) {
@@ -289,14 +287,9 @@ Result<void> LvpmMonitor::stop(SampleSink& sink) {
   Result<void> result;
   if (port_) {
     result = send(lv::cmd_stop_sampling());
-    // Drain what is in flight: read until the line is quiet for 200 ms (at most 3 s).
-    const std::int64_t limit = opt_.clock->now_ns() + 3'000'000'000;
-    while (result.ok() && opt_.clock->now_ns() < limit) {
-      auto r = read_into_sequencer(sink, std::chrono::milliseconds(200));
-      if (!r) {
-        if (r.error().code != Errc::timeout) result = r;
-        break;
-      }
+    if (result) {
+      result = drain_in_flight(
+          *opt_.clock, [&](std::chrono::milliseconds t) { return read_into_sequencer(sink, t); });
     }
   }
   if (sequencer_) {

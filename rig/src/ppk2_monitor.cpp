@@ -303,23 +303,16 @@ Result<void> Ppk2Monitor::read_into_chunk(SampleSink& sink, std::chrono::millise
 
 Result<void> Ppk2Monitor::poll(SampleSink& sink, std::chrono::milliseconds timeout) {
   if (!port_ || !decoder_) return make_error(Errc::invalid_argument, "PPK2: poll() before start()");
-  auto r = read_into_chunk(sink, timeout);
-  if (!r && r.error().code != Errc::timeout) return r;
-  return {};
+  return quiet_is_ok(read_into_chunk(sink, timeout));
 }
 
 Result<void> Ppk2Monitor::stop(SampleSink& sink) {
   Result<void> result;
   if (port_ && decoder_) {
     result = send(pp::cmd_stop());
-    // Drain what is in flight: read until the line is quiet for 200 ms (at most 3 s).
-    const std::int64_t limit = opt_.clock->now_ns() + 3'000'000'000;
-    while (result.ok() && opt_.clock->now_ns() < limit) {
-      auto r = read_into_chunk(sink, std::chrono::milliseconds(200));
-      if (!r) {
-        if (r.error().code != Errc::timeout) result = r;
-        break;
-      }
+    if (result) {
+      result = drain_in_flight(
+          *opt_.clock, [&](std::chrono::milliseconds t) { return read_into_chunk(sink, t); });
     }
   }
   if (decoder_) {

@@ -129,7 +129,7 @@ Result<void> SyntheticMonitor::poll(SampleSink& sink, std::chrono::milliseconds 
   }
   if (opt_.max_samples) {
     if (produced_ + kPerPacket > opt_.max_samples) {
-      return make_error(Errc::cancelled,
+      return make_error(Errc::end_of_stream,
                         "synthetic source delivered its " + std::to_string(produced_) + " samples");
     }
     due = std::min(due, opt_.max_samples);

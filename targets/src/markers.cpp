@@ -435,6 +435,34 @@ std::vector<ClockStep> clock_steps(const std::vector<ClockTriple>& clocks,
   return steps;
 }
 
+namespace {
+
+/// Adds the split line (a clock triple or an event at `t`) to `log`; the issue if it is bad.
+std::string take_record(LineParser& parser, std::int64_t t, std::uint64_t lineno, MarkerLog& log) {
+  if (parser.name() == "clock") {
+    ClockTriple c;
+    c.mono_ns = t;
+    c.line = lineno;
+    FieldReader r{parser, "clock", {}};
+    c.boot_ns = r.integer("boot");
+    c.real_ns = r.integer("real");
+    if (!r.error.empty()) return std::move(r.error);
+    log.clocks.push_back(c);
+    return {};
+  }
+  auto kind = kind_from_name(parser.name());
+  if (!kind) return "unknown event " + quote(parser.name()) + " (skipped)";
+  MarkerEvent ev;
+  ev.t_ns = t;
+  ev.kind = *kind;
+  ev.line = lineno;
+  if (auto m = read_fields(parser, ev); !m.empty()) return m;
+  log.events.push_back(std::move(ev));
+  return {};
+}
+
+}  // namespace
+
 Result<MarkerLog> parse_markers(std::string_view text, std::string_view name) {
   MarkerLog log;
   log.source = std::string(name);
@@ -480,33 +508,9 @@ Result<MarkerLog> parse_markers(std::string_view text, std::string_view name) {
       issue(lineno, "bad event name " + quote(parser.name()));
       continue;
     }
-    if (parser.name() == "clock") {
-      ClockTriple c;
-      c.mono_ns = *t;
-      c.line = lineno;
-      FieldReader r{parser, "clock", {}};
-      c.boot_ns = r.integer("boot");
-      c.real_ns = r.integer("real");
-      if (!r.error.empty()) {
-        issue(lineno, std::move(r.error));
-        continue;
-      }
-      log.clocks.push_back(c);
-    } else {
-      auto kind = kind_from_name(parser.name());
-      if (!kind) {
-        issue(lineno, "unknown event " + quote(parser.name()) + " (skipped)");
-        continue;
-      }
-      MarkerEvent ev;
-      ev.t_ns = *t;
-      ev.kind = *kind;
-      ev.line = lineno;
-      if (auto m = read_fields(parser, ev); !m.empty()) {
-        issue(lineno, std::move(m));
-        continue;
-      }
-      log.events.push_back(std::move(ev));
+    if (auto m = take_record(parser, *t, lineno, log); !m.empty()) {
+      issue(lineno, std::move(m));
+      continue;
     }
     if (*t < last_t)
       issue(lineno, "time " + std::to_string(*t) + " ns is earlier than " + std::to_string(last_t) +

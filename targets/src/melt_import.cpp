@@ -369,60 +369,66 @@ Result<LlamaTimingsLog> read_llama_timings(const std::filesystem::path& path) {
 
 // ---- llama.cpp events ----
 
-MarkerLog parse_llamacpp_events(std::string_view text, std::string_view name,
-                                const LlamaTimings* timings) {
-  MarkerLog log;
-  log.source = std::string(name);
-  log.clock = "realtime";
-  log.header.emplace_back("format", "melt-llamacpp-events");
-  std::vector<KeyedValue> entries;
-  {
-    IssueList issues(log.issues, name);
-    std::map<std::string, std::uint64_t, std::less<>> first_line;
-    auto handle = [&](std::string_view line_text, std::uint64_t line) {
-      if (blank(line_text)) return;
-      std::string_view s = trim(line_text);
-      const std::size_t sp = s.find_first_of(" \t");
-      if (sp == std::string_view::npos) {
-        issues.add(line, "expected 'name value', got " + quoted(s));
-        return;
-      }
-      const std::string_view key = s.substr(0, sp);
-      const std::string_view value = trim(s.substr(sp));
-      if (value.find_first_of(" \t") != std::string_view::npos) {
-        issues.add(line, "expected 'name value', got more fields: " + quoted(s));
-        return;
-      }
-      const auto t = parse_int<std::int64_t>(value);
-      if (!t) {
-        issues.add(line, "value of '" + std::string(key) +
-                             "' is not an integer ns timestamp: " + quoted(value));
-        return;
-      }
-      if (*t <= 0) {
-        issues.add(line, "value of '" + std::string(key) +
-                             "' is not a positive ns timestamp: " + quoted(value));
-        return;
-      }
-      if (auto [it, inserted] = first_line.emplace(std::string(key), line); !inserted) {
-        issues.add(line, "'" + std::string(key) + "' given again (first at line " +
-                             std::to_string(it->second) + "); kept the first");
-        return;
-      }
-      entries.push_back({std::string(key), *t, line});
-    };
-    auto [tail, tail_line] = for_each_line(text, handle);
-    if (!tail.empty()) {
-      log.incomplete_tail = true;
-      issues.add(tail_line, "last line has no '\\n' (cut short?): dropped " + quoted(tail));
-    }
-  }
+namespace {
 
-  // Decode iterations by N.
-  struct Iteration {
-    const KeyedValue* start = nullptr;
-    const KeyedValue* end = nullptr;
+/// One `name value` line of an events file, checked; the issue if it is bad.
+std::string check_event_line(std::string_view s, std::string_view& key, std::int64_t& t) {
+  const std::size_t sp = s.find_first_of(" \t");
+  if (sp == std::string_view::npos) return "expected 'name value', got " + quoted(s);
+  key = s.substr(0, sp);
+  const std::string_view value = trim(s.substr(sp));
+  if (value.find_first_of(" \t") != std::string_view::npos)
+    return "expected 'name value', got more fields: " + quoted(s);
+  const auto v = parse_int<std::int64_t>(value);
+  if (!v) {
+    return "value of '" + std::string(key) + "' is not an integer ns timestamp: " + quoted(value);
+  }
+  if (*v <= 0) {
+    return "value of '" + std::string(key) + "' is not a positive ns timestamp: " + quoted(value);
+  }
+  t = *v;
+  return {};
+}
+
+/// The well-formed lines of an events file (first of each key), in file order; the rest are
+/// issues of `log`.
+std::vector<KeyedValue> read_event_lines(std::string_view text, std::string_view name,
+                                         MarkerLog& log) {
+  std::vector<KeyedValue> entries;
+  IssueList issues(log.issues, name);
+  std::map<std::string, std::uint64_t, std::less<>> first_line;
+  auto handle = [&](std::string_view line_text, std::uint64_t line) {
+    if (blank(line_text)) return;
+    std::string_view key;
+    std::int64_t t = 0;
+    if (auto m = check_event_line(trim(line_text), key, t); !m.empty()) {
+      issues.add(line, std::move(m));
+      return;
+    }
+    if (auto [it, inserted] = first_line.emplace(std::string(key), line); !inserted) {
+      issues.add(line, "'" + std::string(key) + "' given again (first at line " +
+                           std::to_string(it->second) + "); kept the first");
+      return;
+    }
+    entries.push_back({std::string(key), t, line});
   };
+  auto [tail, tail_line] = for_each_line(text, handle);
+  if (!tail.empty()) {
+    log.incomplete_tail = true;
+    issues.add(tail_line, "last line has no '\\n' (cut short?): dropped " + quoted(tail));
+  }
+  return entries;
+}
+
+/// A decode iteration `generate.N.decode.start/end`.
+struct Iteration {
+  const KeyedValue* start = nullptr;
+  const KeyedValue* end = nullptr;
+};
+
+/// Load events and user events go to `log`; returns the complete decode iterations in N order
+/// (an incomplete one becomes a user event).
+std::vector<Iteration> sort_entries(const std::vector<KeyedValue>& entries, MarkerLog& log) {
   std::map<std::int64_t, Iteration> iterations;
   for (const auto& e : entries) {
     if (e.key == "load_model.start") {
@@ -444,85 +450,107 @@ MarkerLog parse_llamacpp_events(std::string_view text, std::string_view name,
       log.events.push_back(user_event(only->key, only->t_ns, only->line));
     }
   }
+  return complete;
+}
 
+/// Without a usable summary: the first iteration, plus each directly following one that lasts at
+/// least kPrefillDurationFactor times the median of those after the first.
+std::size_t prefill_from_durations(const std::vector<Iteration>& complete) {
+  std::size_t prefill = 1;
+  std::vector<std::int64_t> d;
+  for (std::size_t i = 1; i < complete.size(); ++i)
+    d.push_back(complete[i].end->t_ns - complete[i].start->t_ns);
+  if (d.empty()) return prefill;
+  std::vector<std::int64_t> sorted = d;
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
+                   sorted.end());
+  const double median = static_cast<double>(sorted[sorted.size() / 2]);
+  while (prefill < complete.size() &&
+         static_cast<double>(d[prefill - 1]) >= kPrefillDurationFactor * median && median > 0.0) {
+    ++prefill;
+  }
+  return prefill;
+}
+
+/// How many leading complete iterations are prefill (complete must not be empty).
+std::size_t count_prefill(const std::vector<Iteration>& complete, const LlamaTimings* timings,
+                          std::string_view name, MarkerLog& log) {
+  if (timings != nullptr && timings->eval_runs >= 0) {
+    const auto runs = static_cast<std::size_t>(timings->eval_runs);
+    if (runs < complete.size()) return complete.size() - runs;
+    log.issues.push_back({std::string(name), 0,
+                          "llama_print_timings counts " + std::to_string(runs) +
+                              " eval runs but there are only " + std::to_string(complete.size()) +
+                              " complete decode iterations; prefill found from durations"});
+  }
+  return prefill_from_durations(complete);
+}
+
+/// The prefill pair, inner prefill boundaries as user events, and one token per later iteration.
+void emit_iterations(const std::vector<Iteration>& complete, std::size_t prefill,
+                     std::int64_t prompt_tokens, std::string_view name, MarkerLog& log) {
+  log.events.push_back(phase_event(MarkerKind::prefill_start, complete[0].start->t_ns,
+                                   complete[0].start->line, prompt_tokens));
+  const KeyedValue* last_end = complete[prefill - 1].end;
+  log.events.push_back(
+      phase_event(MarkerKind::prefill_end, last_end->t_ns, last_end->line, prompt_tokens));
+  for (std::size_t i = 0; i < prefill; ++i) {
+    if (i > 0) {
+      log.events.push_back(
+          user_event(complete[i].start->key, complete[i].start->t_ns, complete[i].start->line));
+    }
+    if (i + 1 < prefill) {
+      log.events.push_back(
+          user_event(complete[i].end->key, complete[i].end->t_ns, complete[i].end->line));
+    }
+  }
+  for (std::size_t i = prefill; i < complete.size(); ++i) {
+    const auto& it = complete[i];
+    log.events.push_back(user_event(it.start->key, it.start->t_ns, it.start->line));
+    log.events.push_back(phase_event(MarkerKind::token, it.end->t_ns, it.end->line,
+                                     static_cast<std::int64_t>(i - prefill)));
+  }
+  for (const auto& it : complete) {
+    if (it.end->t_ns < it.start->t_ns) {
+      log.issues.push_back({std::string(name), it.end->line,
+                            "'" + it.end->key + "' is earlier than its .start (line " +
+                                std::to_string(it.start->line) + ")"});
+    }
+  }
+}
+
+/// The summary's disagreements with the events file.
+void cross_check_timings(const LlamaTimings& timings, std::size_t tokens, std::string_view name,
+                         MarkerLog& log) {
+  if (timings.eval_runs >= 0 && static_cast<std::size_t>(timings.eval_runs) != tokens) {
+    log.issues.push_back({std::string(name), 0,
+                          "llama_print_timings counts " + std::to_string(timings.eval_runs) +
+                              " eval runs, the events file has " + std::to_string(tokens) +
+                              " token decodes"});
+  }
+  if (timings.prompt_tokens < 0) {
+    log.issues.push_back({std::string(name), 0, "llama_print_timings gives no prompt token count"});
+  }
+}
+
+}  // namespace
+
+MarkerLog parse_llamacpp_events(std::string_view text, std::string_view name,
+                                const LlamaTimings* timings) {
+  MarkerLog log;
+  log.source = std::string(name);
+  log.clock = "realtime";
+  log.header.emplace_back("format", "melt-llamacpp-events");
+  const std::vector<KeyedValue> entries = read_event_lines(text, name, log);
+  const std::vector<Iteration> complete = sort_entries(entries, log);
   if (timings != nullptr) add_timings_header(log, *timings);
   std::size_t prefill = 0;
   if (!complete.empty()) {
-    bool decided = false;
-    if (timings != nullptr && timings->eval_runs >= 0) {
-      const auto runs = static_cast<std::size_t>(timings->eval_runs);
-      if (runs < complete.size()) {
-        prefill = complete.size() - runs;
-        decided = true;
-      } else {
-        log.issues.push_back({std::string(name), 0,
-                              "llama_print_timings counts " + std::to_string(runs) +
-                                  " eval runs but there are only " +
-                                  std::to_string(complete.size()) +
-                                  " complete decode iterations; prefill found from durations"});
-      }
-    }
-    if (!decided) {
-      prefill = 1;
-      std::vector<std::int64_t> d;
-      for (std::size_t i = 1; i < complete.size(); ++i)
-        d.push_back(complete[i].end->t_ns - complete[i].start->t_ns);
-      if (!d.empty()) {
-        std::vector<std::int64_t> sorted = d;
-        std::nth_element(sorted.begin(),
-                         sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
-                         sorted.end());
-        const double median = static_cast<double>(sorted[sorted.size() / 2]);
-        while (prefill < complete.size() &&
-               static_cast<double>(d[prefill - 1]) >= kPrefillDurationFactor * median &&
-               median > 0.0) {
-          ++prefill;
-        }
-      }
-    }
+    prefill = count_prefill(complete, timings, name, log);
     const std::int64_t prompt_tokens = timings != nullptr ? timings->prompt_tokens : -1;
-    log.events.push_back(phase_event(MarkerKind::prefill_start, complete[0].start->t_ns,
-                                     complete[0].start->line, prompt_tokens));
-    const KeyedValue* last_end = complete[prefill - 1].end;
-    log.events.push_back(
-        phase_event(MarkerKind::prefill_end, last_end->t_ns, last_end->line, prompt_tokens));
-    for (std::size_t i = 0; i < prefill; ++i) {
-      if (i > 0) {
-        log.events.push_back(
-            user_event(complete[i].start->key, complete[i].start->t_ns, complete[i].start->line));
-      }
-      if (i + 1 < prefill) {
-        log.events.push_back(
-            user_event(complete[i].end->key, complete[i].end->t_ns, complete[i].end->line));
-      }
-    }
-    for (std::size_t i = prefill; i < complete.size(); ++i) {
-      const auto& it = complete[i];
-      log.events.push_back(user_event(it.start->key, it.start->t_ns, it.start->line));
-      log.events.push_back(phase_event(MarkerKind::token, it.end->t_ns, it.end->line,
-                                       static_cast<std::int64_t>(i - prefill)));
-    }
-    for (const auto& it : complete) {
-      if (it.end->t_ns < it.start->t_ns) {
-        log.issues.push_back({std::string(name), it.end->line,
-                              "'" + it.end->key + "' is earlier than its .start (line " +
-                                  std::to_string(it.start->line) + ")"});
-      }
-    }
+    emit_iterations(complete, prefill, prompt_tokens, name, log);
   }
-  if (timings != nullptr) {
-    const std::size_t tokens = complete.size() - prefill;
-    if (timings->eval_runs >= 0 && static_cast<std::size_t>(timings->eval_runs) != tokens) {
-      log.issues.push_back({std::string(name), 0,
-                            "llama_print_timings counts " + std::to_string(timings->eval_runs) +
-                                " eval runs, the events file has " + std::to_string(tokens) +
-                                " token decodes"});
-    }
-    if (timings->prompt_tokens < 0) {
-      log.issues.push_back(
-          {std::string(name), 0, "llama_print_timings gives no prompt token count"});
-    }
-  }
+  if (timings != nullptr) cross_check_timings(*timings, complete.size() - prefill, name, log);
   sort_events(log);
   return log;
 }
@@ -536,90 +564,109 @@ Result<MarkerLog> read_llamacpp_events(const std::filesystem::path& path,
 
 // ---- MLC CSV ----
 
-MarkerLog parse_mlc_csv(std::string_view text, std::string_view name) {
-  MarkerLog log;
-  log.source = std::string(name);
-  log.clock = "realtime";
-  log.header.emplace_back("format", "melt-mlc-csv");
-  struct Row {
-    std::string event;
-    std::int64_t n = -1;  // N of prefill.N / generate.decode.N
-    std::int64_t start = 0;
-    std::int64_t end = 0;
-    std::uint64_t line = 0;
-  };
-  std::vector<Row> prefill;
-  std::vector<Row> decode;
-  {
-    IssueList issues(log.issues, name);
-    std::map<std::string, std::uint64_t, std::less<>> first_line;
-    bool first = true;
-    auto handle = [&](std::string_view line_text, std::uint64_t line) {
-      if (blank(line_text)) return;
-      const bool is_first = std::exchange(first, false);
-      std::array<std::string_view, 3> f{};
-      std::size_t n_fields = 0;
-      std::string_view rest = line_text;
-      while (true) {
-        const std::size_t comma = rest.find(',');
-        if (n_fields < f.size()) f[n_fields] = trim(rest.substr(0, comma));
-        ++n_fields;
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
-      if (n_fields != 3) {
-        issues.add(line, "expected 3 fields 'event,start_ms,end_ms', got " +
-                             std::to_string(n_fields) + ": " + quoted(trim(line_text)));
-        return;
-      }
-      const auto start = parse_ms_as_ns(f[1]);
-      if (is_first && !parse_double(f[1])) return;  // a header line
-      const auto end = parse_ms_as_ns(f[2]);
-      if (!start || !end) {
-        issues.add(line, "start_ms/end_ms must be non-negative ms (up to 6 decimals), got " +
-                             quoted(f[1]) + ", " + quoted(f[2]));
-        return;
-      }
-      if (f[0].empty()) {
-        issues.add(line, "empty event name");
-        return;
-      }
-      if (*end < *start) {
-        issues.add(line, "'" + std::string(f[0]) + "' ends before it starts");
-        return;
-      }
-      if (auto [it, inserted] = first_line.emplace(std::string(f[0]), line); !inserted) {
-        issues.add(line, "'" + std::string(f[0]) + "' given again (first at line " +
-                             std::to_string(it->second) + "); kept the first");
-        return;
-      }
-      Row row{std::string(f[0]), -1, *start, *end, line};
-      auto numbered = [&](std::string_view prefix) -> std::optional<std::int64_t> {
-        std::string_view e = f[0];
-        if (!e.starts_with(prefix)) return std::nullopt;
-        e.remove_prefix(prefix.size());
-        for (char c : e)
-          if (c < '0' || c > '9') return std::nullopt;
-        return parse_int<std::int64_t>(e);
-      };
-      if (auto n = numbered("prefill.")) {
-        row.n = *n;
-        prefill.push_back(std::move(row));
-      } else if (auto m = numbered("generate.decode.")) {
-        row.n = *m;
-        decode.push_back(std::move(row));
-      } else {
-        log.events.push_back(user_event(row.event + ".start", row.start, line));
-        log.events.push_back(user_event(row.event + ".end", row.end, line));
-      }
-    };
-    auto [tail, tail_line] = for_each_line(text, handle);
-    if (!tail.empty()) {
-      log.incomplete_tail = true;
-      issues.add(tail_line, "last line has no '\\n' (cut short?): dropped " + quoted(tail));
+namespace {
+
+/// One MLC row.
+struct MlcRow {
+  std::string event;
+  std::int64_t n = -1;  // N of prefill.N / generate.decode.N
+  std::int64_t start = 0;
+  std::int64_t end = 0;
+  std::uint64_t line = 0;
+};
+
+/// The comma-separated fields of a line, trimmed (the first three kept); how many there are.
+std::size_t split_fields(std::string_view line_text, std::array<std::string_view, 3>& f) {
+  std::size_t n_fields = 0;
+  std::string_view rest = line_text;
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    if (n_fields < f.size()) f[n_fields] = trim(rest.substr(0, comma));
+    ++n_fields;
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return n_fields;
+}
+
+/// N of `<prefix>N` (digits only), if `event` is one.
+std::optional<std::int64_t> numbered(std::string_view event, std::string_view prefix) {
+  if (!event.starts_with(prefix)) return std::nullopt;
+  event.remove_prefix(prefix.size());
+  for (char c : event)
+    if (c < '0' || c > '9') return std::nullopt;
+  return parse_int<std::int64_t>(event);
+}
+
+/// Reads MLC rows into prefill and decode rows; other events go to `log` as user event pairs.
+class MlcReader {
+ public:
+  MlcReader(std::string_view name, MarkerLog& log) : log_(log), issues_(log.issues, name) {}
+
+  void line(std::string_view line_text, std::uint64_t line) {
+    if (blank(line_text)) return;
+    const bool is_first = std::exchange(first_, false);
+    std::array<std::string_view, 3> f{};
+    const std::size_t n_fields = split_fields(line_text, f);
+    if (n_fields != 3) {
+      issues_.add(line, "expected 3 fields 'event,start_ms,end_ms', got " +
+                            std::to_string(n_fields) + ": " + quoted(trim(line_text)));
+      return;
+    }
+    const auto start = parse_ms_as_ns(f[1]);
+    if (is_first && !parse_double(f[1])) return;  // a header line
+    const auto end = parse_ms_as_ns(f[2]);
+    if (auto m = check_row(f, start, end, line); !m.empty()) {
+      issues_.add(line, std::move(m));
+      return;
+    }
+    MlcRow row{std::string(f[0]), -1, *start, *end, line};
+    if (auto n = numbered(f[0], "prefill.")) {
+      row.n = *n;
+      prefill.push_back(std::move(row));
+    } else if (auto m = numbered(f[0], "generate.decode.")) {
+      row.n = *m;
+      decode.push_back(std::move(row));
+    } else {
+      log_.events.push_back(user_event(row.event + ".start", row.start, line));
+      log_.events.push_back(user_event(row.event + ".end", row.end, line));
     }
   }
-  auto by_start = [](const Row& a, const Row& b) {
+
+  void tail(std::string_view text, std::uint64_t line) {
+    log_.incomplete_tail = true;
+    issues_.add(line, "last line has no '\\n' (cut short?): dropped " + quoted(text));
+  }
+
+  std::vector<MlcRow> prefill, decode;
+
+ private:
+  std::string check_row(const std::array<std::string_view, 3>& f,
+                        const std::optional<std::int64_t>& start,
+                        const std::optional<std::int64_t>& end, std::uint64_t line) {
+    if (!start || !end) {
+      return "start_ms/end_ms must be non-negative ms (up to 6 decimals), got " + quoted(f[1]) +
+             ", " + quoted(f[2]);
+    }
+    if (f[0].empty()) return "empty event name";
+    if (*end < *start) return "'" + std::string(f[0]) + "' ends before it starts";
+    if (auto [it, inserted] = first_line_.emplace(std::string(f[0]), line); !inserted) {
+      return "'" + std::string(f[0]) + "' given again (first at line " +
+             std::to_string(it->second) + "); kept the first";
+    }
+    return {};
+  }
+
+  MarkerLog& log_;
+  IssueList issues_;
+  std::map<std::string, std::uint64_t, std::less<>> first_line_;
+  bool first_ = true;
+};
+
+/// One prefill pair spanning the prefill rows (inner boundaries as user events) and one token
+/// per decode row, both in start order.
+void emit_mlc_rows(std::vector<MlcRow> prefill, std::vector<MlcRow> decode, MarkerLog& log) {
+  auto by_start = [](const MlcRow& a, const MlcRow& b) {
     return a.start != b.start ? a.start < b.start : a.line < b.line;
   };
   std::sort(prefill.begin(), prefill.end(), by_start);
@@ -645,6 +692,26 @@ MarkerLog parse_mlc_csv(std::string_view text, std::string_view name) {
     log.events.push_back(phase_event(MarkerKind::token, decode[i].end, decode[i].line,
                                      static_cast<std::int64_t>(i)));
   }
+}
+
+}  // namespace
+
+MarkerLog parse_mlc_csv(std::string_view text, std::string_view name) {
+  MarkerLog log;
+  log.source = std::string(name);
+  log.clock = "realtime";
+  log.header.emplace_back("format", "melt-mlc-csv");
+  std::vector<MlcRow> prefill, decode;
+  {
+    MlcReader reader(name, log);
+    auto [tail, tail_line] = for_each_line(
+        text,
+        [&](std::string_view line_text, std::uint64_t line) { reader.line(line_text, line); });
+    if (!tail.empty()) reader.tail(tail, tail_line);
+    prefill = std::move(reader.prefill);
+    decode = std::move(reader.decode);
+  }  // the reader's issue list closes here (its "N more" issue, if any, comes first)
+  emit_mlc_rows(std::move(prefill), std::move(decode), log);
   sort_events(log);
   return log;
 }

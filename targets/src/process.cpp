@@ -66,6 +66,62 @@ struct PipeCloser {
   }
 };
 
+/// The strings the file actions point into: they must outlive posix_spawn.
+struct SpawnPaths {
+  std::string stdin_path, stdout_path, cwd;
+};
+
+/// The child's stdin (the socket, a file or /dev/null), stdout and stderr (pipes, a file, or one
+/// file for both) and working directory.
+void add_file_actions(posix_spawn_file_actions_t& fa, const SpawnOptions& options, int out_w,
+                      int err_w, int in_r, SpawnPaths& paths) {
+  paths.stdin_path = options.stdin_file ? options.stdin_file->string() : "/dev/null";
+  if (options.stdin_pipe)
+    posix_spawn_file_actions_adddup2(&fa, in_r, 0);
+  else
+    posix_spawn_file_actions_addopen(&fa, 0, paths.stdin_path.c_str(), O_RDONLY, 0);
+  if (options.all_output_file) {
+    paths.stdout_path = options.all_output_file->string();
+    posix_spawn_file_actions_addopen(&fa, 1, paths.stdout_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  } else {
+    if (options.stdout_file) {
+      paths.stdout_path = options.stdout_file->string();
+      posix_spawn_file_actions_addopen(&fa, 1, paths.stdout_path.c_str(),
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    } else {
+      posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    }
+    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+  }
+  paths.cwd = options.cwd.string();
+  if (!paths.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, paths.cwd.c_str());
+}
+
+/// Own process group (a timeout kills the whole tree), default signal dispositions, empty mask.
+void set_process_attributes(posix_spawnattr_t& attr) {
+  sigset_t all, none;
+  sigfillset(&all);
+  sigdelset(&all, SIGKILL);
+  sigdelset(&all, SIGSTOP);
+  sigemptyset(&none);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+}
+
+/// argv/envp for posix_spawn: pointers into `v` (which must outlive them), then a null.
+std::vector<char*> null_terminated(const std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (const auto& x : v)
+    out.push_back(const_cast<char*>(x.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Subprocess>> Subprocess::spawn(const std::vector<std::string>& argv,
@@ -99,52 +155,12 @@ Result<std::unique_ptr<Subprocess>> Subprocess::spawn(const std::vector<std::str
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-
-  const std::string stdin_path = options.stdin_file ? options.stdin_file->string() : "/dev/null";
-  if (options.stdin_pipe)
-    posix_spawn_file_actions_adddup2(&fa, in_sock[1], 0);
-  else
-    posix_spawn_file_actions_addopen(&fa, 0, stdin_path.c_str(), O_RDONLY, 0);
-  std::string stdout_path;
-  if (options.all_output_file) {
-    stdout_path = options.all_output_file->string();
-    posix_spawn_file_actions_addopen(&fa, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  } else {
-    if (options.stdout_file) {
-      stdout_path = options.stdout_file->string();
-      posix_spawn_file_actions_addopen(&fa, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                       0644);
-    } else {
-      posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-    }
-    posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  }
-  std::string cwd = options.cwd.string();
-  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
-
-  // Own process group (a timeout kills the whole tree), default signal dispositions, empty mask.
-  sigset_t all, none;
-  sigfillset(&all);
-  sigdelset(&all, SIGKILL);
-  sigdelset(&all, SIGSTOP);
-  sigemptyset(&none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-
-  std::vector<char*> args;
-  for (const auto& a : argv)
-    args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+  SpawnPaths paths;
+  add_file_actions(fa, options, out_pipe[1], err_pipe[1], in_sock[1], paths);
+  set_process_attributes(attr);
+  std::vector<char*> args = null_terminated(argv);
   std::vector<std::string> env_strings = merged_environment(options.env);
-  std::vector<char*> envp;
-  for (auto& e : env_strings)
-    envp.push_back(e.data());
-  envp.push_back(nullptr);
+  std::vector<char*> envp = null_terminated(env_strings);
 
   pid_t pid = -1;
   int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), envp.data());

@@ -83,6 +83,187 @@ void emit_rail(const Rail& r, std::vector<TelemetryReading>& out) {
     out.push_back({base + "power", "W", *r.volts * *r.amps, r.source + " (V x I)"});
 }
 
+/// Turns sysfs entries into readings: one entry at a time (add), rails and supplies gathered
+/// until every entry is seen (finish).
+class SysfsReadings {
+ public:
+  SysfsReadings(const SysfsEntries& entries, CurrentUnitState& current_unit)
+      : current_unit_(current_unit) {
+    // Index by path so related files (type + temp, label + input) meet.
+    for (const auto& [p, v] : entries)
+      by_path_.emplace(p, v);
+  }
+
+  void add(const std::string& path, const std::string& value) {
+    auto parts = split(path, '/');
+    const auto n = parts.size();
+    if (n == 4 && parts[0] == "class" && parts[1] == "thermal" && parts[3] == "temp") {
+      thermal(path, parts, value);
+    } else if (n == 6 && parts[0] == "devices" && parts[4] == "cpufreq" &&
+               parts[5] == "scaling_cur_freq") {
+      cpufreq(path, parts, value);
+    } else if (n == 4 && parts[0] == "class" && parts[1] == "devfreq" && parts[3] == "cur_freq") {
+      devfreq(path, parts, value);
+    } else if (n == 4 && parts[0] == "class" && parts[1] == "power_supply") {
+      power_supply(path, parts, value);
+    } else if (n == 4 && parts[0] == "class" && parts[1] == "hwmon") {
+      hwmon(path, parts, value);
+    } else if (n == 7 && parts[0] == "bus" && parts[3] == "ina3221x") {
+      iio_ina3221x(path, parts, value);
+    }
+  }
+
+  std::vector<TelemetryReading> finish() {
+    for (const auto& [_, s] : supplies_)
+      emit_rail(s, out_);
+    for (const auto& [_, r] : rails_)
+      emit_rail(r, out_);
+    return std::move(out_);
+  }
+
+ private:
+  using Parts = std::vector<std::string_view>;
+
+  std::optional<std::string> lookup(const std::string& p) const {
+    auto it = by_path_.find(p);
+    if (it == by_path_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // class/thermal/thermal_zoneN/temp (millidegC)
+  void thermal(const std::string& path, const Parts& parts, const std::string& value) {
+    auto zone = number_after(parts[2], "thermal_zone");
+    auto v = to_int(value);
+    if (zone.empty() || !v) return;
+    auto type = lookup("class/thermal/" + std::string(parts[2]) + "/type");
+    std::string name = "thermal/zone" + std::string(zone);
+    if (type && !clean_label(*type).empty()) name += "/" + clean_label(*type);
+    out_.push_back({name, "degC", static_cast<double>(*v) / 1000.0, path + " (millidegC)"});
+  }
+
+  void cpufreq(const std::string& path, const Parts& parts, const std::string& value) {
+    auto cpu = number_after(parts[3], "cpu");
+    auto v = to_int(value);
+    if (cpu.empty() || !v) return;
+    out_.push_back({"cpu/cpu" + std::string(cpu) + "/freq", "Hz", static_cast<double>(*v) * 1e3,
+                    path + " (kHz)"});
+  }
+
+  void devfreq(const std::string& path, const Parts& parts, const std::string& value) {
+    auto v = to_int(value);
+    if (!v) return;
+    std::string dev = clean_label(parts[2]);
+    out_.push_back({(is_gpu_devfreq(dev) ? "gpu/" : "devfreq/") + dev + "/freq", "Hz",
+                    static_cast<double>(*v), path + " (Hz)"});
+  }
+
+  /// Decides the unit of current_now once: configured, or from the first non-zero value.
+  void choose_current_unit(std::int64_t v) {
+    if (current_unit_.chosen) return;
+    if (current_unit_.setting == CurrentUnit::microamp) {
+      current_unit_.chosen = CurrentUnit::microamp;
+      current_unit_.reason = "configured: uA";
+    } else if (current_unit_.setting == CurrentUnit::milliamp) {
+      current_unit_.chosen = CurrentUnit::milliamp;
+      current_unit_.reason = "configured: mA";
+    } else if (v != 0) {
+      const bool ma = std::llabs(v) < 20000;
+      current_unit_.chosen = ma ? CurrentUnit::milliamp : CurrentUnit::microamp;
+      current_unit_.reason = "auto: first non-zero current_now " + std::to_string(v) +
+                             (ma ? " has |value| < 20000 -> mA" : " has |value| >= 20000 -> uA");
+    }
+  }
+
+  void power_supply(const std::string& path, const Parts& parts, const std::string& value) {
+    auto v = to_int(value);
+    if (!v) return;
+    Rail& s = supplies_[std::string(parts[2])];
+    s.label = clean_label(parts[2]);
+    if (parts[3] == "voltage_now") {
+      s.volts = static_cast<double>(*v) * 1e-6;  // uV
+      s.source += (s.source.empty() ? "" : "; ") + path + " (uV)";
+    } else if (parts[3] == "current_now") {
+      choose_current_unit(*v);
+      const bool ma = current_unit_.chosen == CurrentUnit::milliamp;
+      s.amps = static_cast<double>(*v) * (ma ? 1e-3 : 1e-6);
+      s.source += (s.source.empty() ? "" : "; ") + path + (ma ? " (mA, " : " (uA, ") +
+                  (current_unit_.reason.empty() ? "undecided: all zero so far, read as uA"
+                                                : current_unit_.reason) +
+                  "; sign as the driver reports it)";
+    }
+  }
+
+  void hwmon(const std::string& path, const Parts& parts, const std::string& value) {
+    auto name = lookup("class/hwmon/" + std::string(parts[2]) + "/name");
+    if (!name || !trim(*name).starts_with("ina3221")) return;
+    std::string_view file = parts[3];
+    std::string_view ch;
+    bool is_curr = false;
+    if (file.starts_with("in") && file.ends_with("_input") && !file.starts_with("in_")) {
+      ch = file.substr(2, file.size() - 2 - 6);
+    } else if (file.starts_with("curr") && file.ends_with("_input")) {
+      ch = file.substr(4, file.size() - 4 - 6);
+      is_curr = true;
+    } else {
+      return;
+    }
+    auto v = to_int(value);
+    if (ch.empty() || !v) return;
+    const std::string key = std::string(parts[2]) + "/" + std::string(ch);
+    Rail& r = rails_[key];
+    if (r.label.empty()) {
+      auto label =
+          lookup("class/hwmon/" + std::string(parts[2]) + "/in" + std::string(ch) + "_label");
+      r.label = label && !clean_label(*label).empty()
+                    ? clean_label(*label)
+                    : std::string(parts[2]) + "_ch" + std::string(ch);
+    }
+    if (is_curr)
+      r.amps = static_cast<double>(*v) * 1e-3;  // mA
+    else
+      r.volts = static_cast<double>(*v) * 1e-3;  // mV
+    r.source += (r.source.empty() ? "" : "; ") + path + (is_curr ? " (mA)" : " (mV)");
+  }
+
+  // bus/i2c/drivers/ina3221x/<dev>/iio:deviceK/<file>: older Jetson L4T.
+  void iio_ina3221x(const std::string& path, const Parts& parts, const std::string& value) {
+    std::string_view file = parts[6];
+    std::string_view ch;
+    int kind = 0;  // 1 power mW, 2 current mA, 3 voltage mV
+    for (auto [prefix, k] :
+         {std::pair{std::string_view("in_power"), 1}, std::pair{std::string_view("in_current"), 2},
+          std::pair{std::string_view("in_voltage"), 3}}) {
+      if (file.starts_with(prefix) && file.ends_with("_input")) {
+        ch = file.substr(prefix.size(), file.size() - prefix.size() - 6);
+        kind = k;
+      }
+    }
+    auto v = to_int(value);
+    if (kind == 0 || ch.empty() || !v) return;
+    const std::string iio_dir = path.substr(0, path.size() - file.size() - 1);
+    Rail& r = rails_[iio_dir + "#" + std::string(ch)];
+    if (r.label.empty()) {
+      auto label = lookup(iio_dir + "/rail_name_" + std::string(ch));
+      r.label = label && !clean_label(*label).empty() ? clean_label(*label)
+                                                      : "ina3221x_ch" + std::string(ch);
+    }
+    const double x = static_cast<double>(*v) * 1e-3;
+    if (kind == 1) r.watts = x;
+    if (kind == 2) r.amps = x;
+    if (kind == 3) r.volts = x;
+    r.source += (r.source.empty() ? "" : "; ") + path +
+                (kind == 1   ? " (mW)"
+                 : kind == 2 ? " (mA)"
+                             : " (mV)");
+  }
+
+  CurrentUnitState& current_unit_;
+  std::map<std::string, std::string, std::less<>> by_path_;
+  std::vector<TelemetryReading> out_;
+  std::map<std::string, Rail> rails_;  // key: rail id (keeps hwmon/iio channels apart)
+  std::map<std::string, Rail> supplies_;
+};
+
 }  // namespace
 
 const std::vector<std::string>& sysfs_telemetry_patterns() {
@@ -133,143 +314,10 @@ Result<std::pair<ClockProbe, SysfsEntries>> parse_telemetry_dump(std::string_vie
 
 std::vector<TelemetryReading> readings_from_sysfs(const SysfsEntries& entries,
                                                   CurrentUnitState& current_unit) {
-  // Pass 1: index by path so related files (type + temp, label + input) meet.
-  std::map<std::string, std::string, std::less<>> by_path;
-  for (const auto& [p, v] : entries)
-    by_path.emplace(p, v);
-  auto lookup = [&](const std::string& p) -> std::optional<std::string> {
-    auto it = by_path.find(p);
-    if (it == by_path.end()) return std::nullopt;
-    return it->second;
-  };
-
-  std::vector<TelemetryReading> out;
-  std::map<std::string, Rail> rails;  // key: rail id (keeps hwmon/iio channels apart)
-  std::map<std::string, Rail> supplies;
-
-  for (const auto& [path, value] : entries) {
-    auto parts = split(path, '/');
-    const auto n = parts.size();
-    // class/thermal/thermal_zoneN/temp (millidegC)
-    if (n == 4 && parts[0] == "class" && parts[1] == "thermal" && parts[3] == "temp") {
-      auto zone = number_after(parts[2], "thermal_zone");
-      auto v = to_int(value);
-      if (zone.empty() || !v) continue;
-      auto type = lookup("class/thermal/" + std::string(parts[2]) + "/type");
-      std::string name = "thermal/zone" + std::string(zone);
-      if (type && !clean_label(*type).empty()) name += "/" + clean_label(*type);
-      out.push_back({name, "degC", static_cast<double>(*v) / 1000.0, path + " (millidegC)"});
-    } else if (n == 6 && parts[0] == "devices" && parts[4] == "cpufreq" &&
-               parts[5] == "scaling_cur_freq") {
-      auto cpu = number_after(parts[3], "cpu");
-      auto v = to_int(value);
-      if (cpu.empty() || !v) continue;
-      out.push_back({"cpu/cpu" + std::string(cpu) + "/freq", "Hz", static_cast<double>(*v) * 1e3,
-                     path + " (kHz)"});
-    } else if (n == 4 && parts[0] == "class" && parts[1] == "devfreq" && parts[3] == "cur_freq") {
-      auto v = to_int(value);
-      if (!v) continue;
-      std::string dev = clean_label(parts[2]);
-      out.push_back({(is_gpu_devfreq(dev) ? "gpu/" : "devfreq/") + dev + "/freq", "Hz",
-                     static_cast<double>(*v), path + " (Hz)"});
-    } else if (n == 4 && parts[0] == "class" && parts[1] == "power_supply") {
-      auto v = to_int(value);
-      if (!v) continue;
-      Rail& s = supplies[std::string(parts[2])];
-      s.label = clean_label(parts[2]);
-      if (parts[3] == "voltage_now") {
-        s.volts = static_cast<double>(*v) * 1e-6;  // uV
-        s.source += (s.source.empty() ? "" : "; ") + path + " (uV)";
-      } else if (parts[3] == "current_now") {
-        if (!current_unit.chosen) {
-          if (current_unit.setting == CurrentUnit::microamp) {
-            current_unit.chosen = CurrentUnit::microamp;
-            current_unit.reason = "configured: uA";
-          } else if (current_unit.setting == CurrentUnit::milliamp) {
-            current_unit.chosen = CurrentUnit::milliamp;
-            current_unit.reason = "configured: mA";
-          } else if (*v != 0) {
-            const bool ma = std::llabs(*v) < 20000;
-            current_unit.chosen = ma ? CurrentUnit::milliamp : CurrentUnit::microamp;
-            current_unit.reason =
-                "auto: first non-zero current_now " + std::to_string(*v) +
-                (ma ? " has |value| < 20000 -> mA" : " has |value| >= 20000 -> uA");
-          }
-        }
-        const bool ma = current_unit.chosen == CurrentUnit::milliamp;
-        s.amps = static_cast<double>(*v) * (ma ? 1e-3 : 1e-6);
-        s.source += (s.source.empty() ? "" : "; ") + path + (ma ? " (mA, " : " (uA, ") +
-                    (current_unit.reason.empty() ? "undecided: all zero so far, read as uA"
-                                                 : current_unit.reason) +
-                    "; sign as the driver reports it)";
-      }
-    } else if (n == 4 && parts[0] == "class" && parts[1] == "hwmon") {
-      auto name = lookup("class/hwmon/" + std::string(parts[2]) + "/name");
-      if (!name || !trim(*name).starts_with("ina3221")) continue;
-      std::string_view file = parts[3];
-      std::string_view ch;
-      bool is_curr = false;
-      if (file.starts_with("in") && file.ends_with("_input") && !file.starts_with("in_")) {
-        ch = file.substr(2, file.size() - 2 - 6);
-      } else if (file.starts_with("curr") && file.ends_with("_input")) {
-        ch = file.substr(4, file.size() - 4 - 6);
-        is_curr = true;
-      } else {
-        continue;
-      }
-      auto v = to_int(value);
-      if (ch.empty() || !v) continue;
-      const std::string key = std::string(parts[2]) + "/" + std::string(ch);
-      Rail& r = rails[key];
-      if (r.label.empty()) {
-        auto label =
-            lookup("class/hwmon/" + std::string(parts[2]) + "/in" + std::string(ch) + "_label");
-        r.label = label && !clean_label(*label).empty()
-                      ? clean_label(*label)
-                      : std::string(parts[2]) + "_ch" + std::string(ch);
-      }
-      if (is_curr)
-        r.amps = static_cast<double>(*v) * 1e-3;  // mA
-      else
-        r.volts = static_cast<double>(*v) * 1e-3;  // mV
-      r.source += (r.source.empty() ? "" : "; ") + path + (is_curr ? " (mA)" : " (mV)");
-    } else if (n == 7 && parts[0] == "bus" && parts[3] == "ina3221x") {
-      // bus/i2c/drivers/ina3221x/<dev>/iio:deviceK/<file>: older Jetson L4T.
-      std::string_view file = parts[6];
-      std::string_view ch;
-      int kind = 0;  // 1 power mW, 2 current mA, 3 voltage mV
-      for (auto [prefix, k] : {std::pair{std::string_view("in_power"), 1},
-                               std::pair{std::string_view("in_current"), 2},
-                               std::pair{std::string_view("in_voltage"), 3}}) {
-        if (file.starts_with(prefix) && file.ends_with("_input")) {
-          ch = file.substr(prefix.size(), file.size() - prefix.size() - 6);
-          kind = k;
-        }
-      }
-      auto v = to_int(value);
-      if (kind == 0 || ch.empty() || !v) continue;
-      const std::string iio_dir = path.substr(0, path.size() - file.size() - 1);
-      Rail& r = rails[iio_dir + "#" + std::string(ch)];
-      if (r.label.empty()) {
-        auto label = lookup(iio_dir + "/rail_name_" + std::string(ch));
-        r.label = label && !clean_label(*label).empty() ? clean_label(*label)
-                                                        : "ina3221x_ch" + std::string(ch);
-      }
-      const double x = static_cast<double>(*v) * 1e-3;
-      if (kind == 1) r.watts = x;
-      if (kind == 2) r.amps = x;
-      if (kind == 3) r.volts = x;
-      r.source += (r.source.empty() ? "" : "; ") + path +
-                  (kind == 1   ? " (mW)"
-                   : kind == 2 ? " (mA)"
-                               : " (mV)");
-    }
-  }
-  for (const auto& [_, s] : supplies)
-    emit_rail(s, out);
-  for (const auto& [_, r] : rails)
-    emit_rail(r, out);
-  return out;
+  SysfsReadings r(entries, current_unit);
+  for (const auto& [path, value] : entries)
+    r.add(path, value);
+  return r.finish();
 }
 
 }  // namespace meltrig::targets

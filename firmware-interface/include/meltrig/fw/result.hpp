@@ -23,7 +23,8 @@ enum class Errc {
   file_error,        ///< HDF5 or filesystem failure (disk full, permission, file removed)
   parse_error,       ///< a text input (plan, marker file, CSV) is malformed: message has file:line
   unsupported,       ///< the device or driver does not offer this feature
-  cancelled,         ///< stopped on request (Ctrl-C, stop token)
+  cancelled,         ///< stopped on request (Ctrl-C, stop token); never "the source finished"
+  end_of_stream,     ///< a finite source delivered everything it has: a normal end, not a failure
 };
 
 /// Short stable name of an error code, for messages and logs.
@@ -51,6 +52,8 @@ constexpr std::string_view errc_name(Errc c) {
       return "unsupported";
     case Errc::cancelled:
       return "cancelled";
+    case Errc::end_of_stream:
+      return "end of stream";
   }
   return "unknown";
 }

@@ -33,16 +33,15 @@ namespace meltrig::rig {
 class HvpmMonitor final : public Monitor {
  public:
   /// Driver settings; the defaults suit a real device.
-  struct Options {
-    std::string port = "usb";  ///< how the device was named (recorded as MonitorInfo::port)
-    std::chrono::milliseconds io_timeout{1000};
+  /// `port` is how the device was named (recorded as MonitorInfo::port), "usb" by default.
+  struct Options : PortOptions {
+    Options() { port = "usb"; }
     std::uint16_t calibration_interval_ms = fw::hvpm::kDefaultCalibrationIntervalMs;
     fw::hvpm::DroppedByteOrder dropped_byte_order = fw::hvpm::DroppedByteOrder::little;
     /// Packets asked for per bulk read. One keeps each packet's arrival time its own, which is
     /// what the elapsed-time wrap check needs to place a loss precisely.
     std::size_t packets_per_read = 1;
     fw::hvpm::SampleSequencer::Config sequencer{};
-    const Clock* clock = &SteadyClock::instance();
   };
   explicit HvpmMonitor(std::unique_ptr<fw::UsbBulkTransport> transport);
   HvpmMonitor(std::unique_ptr<fw::UsbBulkTransport> transport, Options opt);

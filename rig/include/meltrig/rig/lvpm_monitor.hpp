@@ -18,12 +18,9 @@ namespace meltrig::rig {
 /// converted once it is; beyond that they become an "uncalibrated" gap.
 class LvpmMonitor final : public Monitor {
  public:
-  struct Options {
-    std::string port;
-    std::chrono::milliseconds io_timeout{1000};
+  struct Options : PortOptions {
     std::size_t max_uncalibrated_packets = 5000;
     fw::lvpm::SampleSequencer::Config sequencer{};
-    const Clock* clock = &SteadyClock::instance();
   };
   explicit LvpmMonitor(Options opt);
 

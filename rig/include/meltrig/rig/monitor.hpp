@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "meltrig/dataset/dataset_types.hpp"
+#include "meltrig/fw/clock.hpp"
 #include "meltrig/fw/result.hpp"
 #include "meltrig/fw/wrap_inference.hpp"
 
@@ -74,6 +75,13 @@ struct MonitorConfig {
   enum class UsbPassthrough { off, on, automatic } usb_passthrough = UsbPassthrough::off;
 };
 
+/// The settings every port-attached driver takes (each driver's Options adds its own).
+struct PortOptions {
+  std::string port;                            ///< the port or device spec to open
+  std::chrono::milliseconds io_timeout{1000};  ///< one command's reply
+  const Clock* clock = &SteadyClock::instance();
+};
+
 /// A named counter of lost or discarded data.
 struct Counter {
   const char* name;
@@ -100,8 +108,10 @@ class Monitor {
   virtual Result<void> configure(const MonitorConfig& cfg) = 0;
   virtual Result<void> start() = 0;
   /// Reads and decodes for up to `timeout`, pushing whatever is final into `sink`. A quiet
-  /// interval is not an error; port_gone and io_error are. A finite source returns `cancelled`
-  /// (message: why) once it has delivered everything: the capture then ends normally.
+  /// interval is not an error; port_gone and io_error are. A finite source returns
+  /// `end_of_stream` (message: what it delivered) once it has delivered everything: the capture
+  /// then ends normally (complete). `cancelled` means a stop was requested (the capture ends as
+  /// interrupted); it never stands for "the source finished".
   virtual Result<void> poll(SampleSink& sink, std::chrono::milliseconds timeout) = 0;
   /// Stops sampling, reads what is still in flight, and releases every held sample to `sink`.
   virtual Result<void> stop(SampleSink& sink) = 0;
@@ -109,5 +119,24 @@ class Monitor {
   /// The loss counters, in a fixed order (names do not change during a capture).
   virtual std::vector<Counter> counters() const = 0;
 };
+
+/// A quiet read is not an error: `r` with a timeout turned into success.
+inline Result<void> quiet_is_ok(Result<void> r) {
+  if (!r && r.error().code != Errc::timeout) return r;
+  return {};
+}
+
+/// What a driver's stop() does after its stop command: `read(timeout)` until the line is quiet for
+/// 200 ms (at most 3 s of `clock`), so what was in flight reaches the sink. A quiet read ends it;
+/// any other error is returned.
+template <typename Read>
+Result<void> drain_in_flight(const Clock& clock, Read read) {
+  const std::int64_t limit = clock.now_ns() + 3'000'000'000;
+  while (clock.now_ns() < limit) {
+    auto r = read(std::chrono::milliseconds(200));
+    if (!r) return quiet_is_ok(std::move(r));
+  }
+  return {};
+}
 
 }  // namespace meltrig::rig

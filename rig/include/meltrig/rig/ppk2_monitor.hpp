@@ -29,12 +29,9 @@ namespace meltrig::rig {
 class Ppk2Monitor final : public Monitor {
  public:
   /// Driver settings.
-  struct Options {
-    std::string port;
-    std::chrono::milliseconds io_timeout{1000};
+  struct Options : PortOptions {
     double source_voltage_v = 4.0;  ///< reported by open() when the metadata has no VDD
     fw::WrapConfig wrap = fw::ppk2::wrap_config();
-    const Clock* clock = &SteadyClock::instance();
   };
   explicit Ppk2Monitor(Options opt);
 

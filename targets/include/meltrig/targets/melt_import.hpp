@@ -76,6 +76,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -178,5 +179,36 @@ struct MeltRun {
 /// Lists a run directory. not_found if `dir` is not a directory; io_error if it cannot be listed.
 /// A missing melt_measurements/ or Monsoon CSV is not an error (the fields stay empty).
 Result<MeltRun> scan_run_dir(const std::filesystem::path& dir);
+
+/// Which conversations to import (unset: all).
+struct MeltFilter {
+  std::optional<std::int64_t> iteration;
+  std::optional<std::int64_t> conversation;
+  bool active() const { return iteration || conversation; }
+};
+
+/// One runner log and the marker group it goes to (`iter{I}_conv{C}`, an MLC CSV beside a
+/// llama.cpp events file of the same iteration and conversation: `iter{I}_conv{C}_mlc`).
+struct NamedMarkerLog {
+  std::string group;
+  MarkerLog log;
+};
+
+/// Everything read from a MELT run directory, ready to store.
+struct MeltImport {
+  MeltRun run;
+  PowerTrace trace;  ///< empty when the CSV is missing or unreadable
+  std::vector<NamedMarkerLog> logs;
+  std::vector<MarkerIssue> other_issues;  ///< from the `.log` timings files
+  bool empty() const { return trace.size() == 0 && logs.empty(); }
+};
+
+/// Reads a whole run directory: the Monsoon CSV and `.t_monsoon`, and for every conversation the
+/// filter selects, its timings log (the last block cross-checks its llama.cpp events file), its
+/// events file and its MLC CSV. A file that cannot be read, or is missing, is skipped and told to
+/// `note` (one line each, e.g. "DIR: no measurements_monsoon.csv"), in reading order. An Error
+/// only when the directory cannot be listed (scan_run_dir).
+Result<MeltImport> read_run(const std::filesystem::path& dir, const MeltFilter& filter,
+                            const std::function<void(const std::string&)>& note);
 
 }  // namespace meltrig::targets::melt
