@@ -189,8 +189,20 @@ std::vector<SyncPoint> monitor_points(const SyncInputs& in, const ClockRelations
     d.relay_points = rp.size();
     pts.insert(pts.end(), rp.begin(), rp.end());
   }
-  if (pts.empty() && in.use.workload)
+  if (pts.empty() && in.use.workload) {
     pts = workload_points(in.trace, in.marks, to_cont, tracker, d.workload);
+    if (in.use.workload_tokens && !pts.empty()) {
+      std::vector<SyncPoint> cont = pts;
+      for (SyncPoint& p : cont)
+        p.device_ns = to_cont(p.device_ns);
+      if (auto prelim = fit_piecewise(cont, DeviceClock::boottime, TargetClock::monitor, {})) {
+        auto tp = token_points(in.trace, in.marks, to_cont, *prelim,
+                               static_cast<std::uint32_t>(pts.size()));
+        d.workload.tokens_found = tp.size();
+        pts.insert(pts.end(), tp.begin(), tp.end());
+      }
+    }
+  }
   return pts;
 }
 
