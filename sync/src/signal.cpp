@@ -270,9 +270,14 @@ std::pair<std::int64_t, std::int64_t> Tracker::predict(std::int64_t d) const {
   double rate = 1.0;
   double ppm = ppm_one_;
   if (anchors_.size() >= 2) {
-    const Anchor& b =
-        anchors_[k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1)];
-    if (b.device_ns != a.device_ns) {
+    std::size_t kb = k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1);
+    // walk outwards (towards the side already chosen) until the baseline is long enough
+    const bool up = kb > k;
+    while (std::abs(anchors_[kb].device_ns - a.device_ns) < min_baseline_ &&
+           (up ? kb + 1 < anchors_.size() : kb > 0))
+      kb = up ? kb + 1 : kb - 1;
+    const Anchor& b = anchors_[kb];
+    if (b.device_ns != a.device_ns && std::abs(b.device_ns - a.device_ns) >= min_baseline_) {
       rate = static_cast<double>(b.monitor_ns - a.monitor_ns) /
              static_cast<double>(b.device_ns - a.device_ns);
       ppm = ppm_many_;

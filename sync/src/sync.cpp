@@ -162,7 +162,8 @@ std::vector<SyncPoint> monitor_points(const SyncInputs& in, const ClockRelations
                                       const std::vector<SyncPoint>& host_pts, SyncDiagnostics& d) {
   const bool mono = in.marks_clock == DeviceClock::monotonic && !rel.empty();
   auto to_cont = [&](std::int64_t x) { return mono ? rel.continuous(x) : x; };
-  Tracker tracker;
+  // the rate over 20 s or more: a coarse anchor a few ms off must not tilt it towards a pulse
+  Tracker tracker(20'000'000, 300.0, 60.0, 20'000'000'000);
   std::vector<SyncPoint> pts;
   if (in.use.logic && in.logic) {
     for (const SyncPoint& p : logic_points(*in.logic, d.notes)) {

@@ -97,9 +97,12 @@ class Tracker {
   };
   /// `base_ns`: uncertainty at an anchor; `ppm_one`/`ppm_many`: growth per ns of distance with
   /// one anchor / with two or more (the rate then comes from the anchors).
+  /// `min_baseline_ns`: the rate comes only from a neighbour at least this far from the nearest
+  /// anchor (anchors close together with errors of their own would tilt it); without one, as with
+  /// one anchor.
   explicit Tracker(std::int64_t base_ns = 20'000'000, double ppm_one = 300.0,
-                   double ppm_many = 60.0)
-      : base_(base_ns), ppm_one_(ppm_one), ppm_many_(ppm_many) {}
+                   double ppm_many = 60.0, std::int64_t min_baseline_ns = 0)
+      : base_(base_ns), ppm_one_(ppm_one), ppm_many_(ppm_many), min_baseline_(min_baseline_ns) {}
   void add(std::int64_t device_ns, std::int64_t monitor_ns);
   bool empty() const { return anchors_.empty(); }
   /// Predicted monitor ns and half-width of the window it lies in.
@@ -110,6 +113,7 @@ class Tracker {
   std::vector<Anchor> anchors_;  ///< sorted by device time
   std::int64_t base_;
   double ppm_one_, ppm_many_;
+  std::int64_t min_baseline_;
 };
 
 /// A busy interval of the device's predicted activity, on the clock the envelope is built on.
