@@ -203,18 +203,17 @@ std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> ma
     s.from_ns = to_cont(s.from_ns), s.to_ns = to_cont(s.to_ns);
   align_blocks(tr, cont, tracker, rep, block_ns);
   if (tracker.anchors().size() < 1) return {};
-  // the block anchors (a few ms) and the edges found place the next edges; the rate only over 20 s
-  // or more (a block anchor a few ms off would tilt it towards a nearby edge)
+  // the block anchors (a few ms) place the first edge, the edges found the next ones, the rate
+  // only over 20 s or more (a block anchor a few ms off, or a block past the trace's end, would
+  // tilt it; edges with marker jitter close together too)
   Tracker fine(3'000'000, 300.0, 100.0, 20'000'000'000);
-  for (const auto& a : tracker.anchors())
-    fine.add(a.device_ns, a.monitor_ns);
   const double period = tr.period_ns();
   std::vector<EdgeFix> fixes;
   std::vector<const ActivityEdge*> owners;
   const std::vector<ActivityEdge> edges = activity_edges(busy, 20'000'000);
   rep.edges_expected = edges.size();
   for (const ActivityEdge& e : edges) {
-    auto [pred, half] = fine.predict(to_cont(e.device_ns));
+    auto [pred, half] = (fine.empty() ? tracker : fine).predict(to_cont(e.device_ns));
     const double quiet = static_cast<double>(std::min(e.quiet_before, e.quiet_after)) / period;
     const double hw = std::min(static_cast<double>(half) / period, 0.45 * quiet);
     const double len = std::min(0.4 * quiet, 200.0e6 / period);
