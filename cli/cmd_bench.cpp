@@ -507,11 +507,15 @@ void add_bench(CLI::App& app, Commands& cmds) {
       "sync", "clock-map error vs the true map: drift x token jitter, pulses, MELT, probes");
   sync->add_option("--minutes", so->minutes, "device time per cell")->capture_default_str();
   sync->add_option("--seed", so->seed, "world seed")->capture_default_str();
-  cmds.push_back(
-      {sync, [so] {
-         fixtures::sim::print_sync_bench(*so, {0, 20, 50, 100}, {0, 100e-6, 1e-3}, stdout);
-         return kOk;
-       }});
+  sync->add_flag_callback(
+      "--perturbed", [so] { so->device_keys = fixtures::sim::kPerturbedDevice; },
+      "a slower rail (120 us), faster governor (6 + 3 ms) and longer wake latencies");
+  auto drifts = std::make_shared<std::vector<double>>(std::vector<double>{0, 20, 50, 100});
+  sync->add_option("--drift", *drifts, "drifts to run, ppm (repeatable)")->capture_default_str();
+  cmds.push_back({sync, [so, drifts] {
+                    fixtures::sim::print_sync_bench(*so, *drifts, {0, 100e-6, 1e-3}, stdout);
+                    return kOk;
+                  }});
 
   add_bench_analyze(*bench, cmds);
 }

@@ -85,12 +85,14 @@ TEST_CASE("sync: piecewise map splits at a rate change and breaks at a suspend")
     suspend_seen = suspend_seen || s.break_before == "suspend";
   CHECK(suspend_seen);
   CHECK_FALSE(m->map(d0 + 150'500'000'000).has_value());  // inside the suspend: not mapped
-  // a kink is no line: within a few s of it the error is tens of us, elsewhere a few us
+  // a kink is no line: within a few s of it the error is tens of us (a split keeps 4 sources, 8 s
+  // of these points, a side), elsewhere a few us; the bound covers both
   for (const SyncPoint& p : pts) {
     auto r = m->map(p.device_ns);
     REQUIRE(r.has_value());
     const bool near_kink = std::abs(p.device_ns - d0 - 100'000'000'000) < 8'000'000'000;
-    CHECK(std::abs(r->target_ns - p.target_ns) < (near_kink ? 40'000 : 5'000));
+    CHECK(std::abs(r->target_ns - p.target_ns) < (near_kink ? 60'000 : 5'000));
+    CHECK(std::abs(r->target_ns - p.target_ns) <= r->bound_ns);
   }
 }
 

@@ -383,6 +383,56 @@ std::vector<Stretch> stretches(std::vector<SyncPoint>& pts, std::span<const Cloc
   return out;
 }
 
+/// What averaging does not remove from the evidence's scatter around the line: the points (in
+/// device order) grouped by source (a pulse's edges), single-point sources in runs of 16
+/// neighbours; per group its mean residual squared less what its own noise explains (var / n),
+/// averaged over the groups. The root of that estimates how far the clock strays from the line
+/// between the evidence (a rate that changes inside the segment, a bias one pulse shares), which
+/// the line's standard error does not see.
+double misfit_ns(const LineFit& f, std::span<const SyncPoint> pts) {
+  std::vector<double> r;
+  std::vector<std::uint32_t> src;
+  std::vector<bool> single;
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    if (f.outlier[i]) continue;
+    r.push_back(static_cast<double>(pts[i].target_ns) - f.eval(pts[i].device_ns) -
+                (pts[i].late_biased ? f.latency_ns : 0.0));
+    src.push_back(pts[i].source);
+  }
+  for (std::size_t i = 0; i < r.size(); ++i)
+    single.push_back((i == 0 || src[i - 1] != src[i]) &&
+                     (i + 1 == r.size() || src[i + 1] != src[i]));
+  double sum = 0.0;
+  std::size_t groups = 0;
+  for (std::size_t i = 0; i < r.size();) {
+    std::size_t j = i + 1;
+    while (j < r.size() && (single[i] ? single[j] && j - i < 16 : src[j] == src[i]))
+      ++j;
+    const double n = static_cast<double>(j - i);
+    const double m =
+        std::accumulate(r.begin() + static_cast<long>(i), r.begin() + static_cast<long>(j), 0.0) /
+        n;
+    double v = 0.0;
+    for (std::size_t k = i; k < j; ++k)
+      v += (r[k] - m) * (r[k] - m);
+    sum += m * m - (j - i > 1 ? v / (n - 1.0) / n : 0.0);
+    ++groups;
+    i = j;
+  }
+  return groups > 0 ? std::sqrt(std::max(0.0, sum / static_cast<double>(groups))) : 0.0;
+}
+
+/// How far the clock may bend away from segment k's line inside it: the rate changed by |rate_k
+/// - rate_j| from a neighbour j of the same stretch, and a rate that changes steadily by dr over
+/// a segment of length L strays dr L / 8 from its chord; twice that, for the larger neighbour
+/// difference. 0 for a segment alone in its stretch.
+double bend_ns(const std::vector<MapSegment>& segs, std::size_t k, std::size_t from) {
+  double dr = 0.0;
+  if (k > from) dr = std::abs(segs[k].rate - segs[k - 1].rate);
+  if (k + 1 < segs.size()) dr = std::max(dr, std::abs(segs[k].rate - segs[k + 1].rate));
+  return dr * static_cast<double>(segs[k].device_end_ns - segs[k].device_start_ns) / 4.0;
+}
+
 /// Segment ranges tile the stretch: neighbours meet half-way between their evidence, and the
 /// first and last reach the stretch's edges (a break's edge). The bound is taken over the range.
 void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stretch& st,
@@ -407,11 +457,13 @@ void finish_stretch(std::vector<MapSegment>& segs, std::size_t from, const Stret
     auto f = robust_line_fit(std::span<const SyncPoint>(pts.data() + first, last - first), opt.fit);
     const double se = std::max(f->se_at(s.device_start_ns, true), f->se_at(s.device_end_ns, true));
     s.offset_ns = std::llround(f->eval(s.device_start_ns));
-    // 4 se (inflated for few points) + the systematic term + half the residual RMS: the lines'
-    // own scatter covers what the model leaves out (clock knots, sampler details)
+    // 4 se (inflated for few points) + 3 x the misfit the se does not see + the systematic term
     const double small = 1.0 + 4.0 / static_cast<double>(std::max<std::size_t>(1, f->inliers));
+    const double misfit =
+        misfit_ns(*f, std::span<const SyncPoint>(pts.data() + first, last - first));
     s.bound_ns = std::max<std::int64_t>(
-                     1, std::llround(opt.bound_sigmas * se * small + 0.5 * f->residual_rms_ns)) +
+                     1, std::llround(opt.bound_sigmas * se * small + opt.misfit_sigmas * misfit +
+                                     bend_ns(segs, k, from))) +
                  opt.systematic_ns;
   }
 }

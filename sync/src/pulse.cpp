@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <map>
 #include <numeric>
 
 #include "meltrig/sync/sync.hpp"
@@ -128,7 +127,8 @@ void pulse_edges(const Trace& tr, const PulseSpec& p, double start, std::uint32_
       before = p.bit(k - 1);
     }
     if (before == after) continue;
-    EdgeRequest rq{start + k * chip, margin, after, len, len, 0.3 * step};
+    // a busy chip may start at a governor's low step: a rise needs less of the full step
+    EdgeRequest rq{start + k * chip, margin, after, len, len, (after ? 0.1 : 0.3) * step};
     EdgeFix f = find_edge(tr, rq);
     if (f.ok) out.push_back({f, p.t0_ns + static_cast<std::int64_t>(k) * p.chip_ns, after, source});
   }
@@ -148,50 +148,6 @@ std::vector<SyncPoint> place(const Trace& tr, std::vector<PendingEdge>& pending,
     pts.push_back(sp);
   }
   return pts;
-}
-
-/// Fits a preliminary map (on a clock without suspends) and regresses the on-time edges'
-/// residuals, averaged per pulse, on their sensitivity to tau (-ln(1 - z)): the slope is the
-/// error of tau, in samples. `se` gets its standard error.
-double tau_correction(const std::vector<SyncPoint>& pts, const std::vector<PendingEdge>& pending,
-                      double tau, double period_ns,
-                      const std::function<std::int64_t(std::int64_t)>& to_cont, double* se) {
-  std::vector<SyncPoint> cont = pts;
-  for (SyncPoint& p : cont)
-    p.device_ns = to_cont(p.device_ns);
-  auto m = fit_piecewise(cont, DeviceClock::boottime, TargetClock::monitor, {});
-  if (!m || tau <= 0.0) return 0.0;
-  std::map<std::uint32_t, std::array<double, 3>> per_pulse;  // sum s, sum r, count
-  for (std::size_t i = 0; i < pts.size(); ++i) {
-    const EdgeFix& f = pending[i].fix;
-    const MapSegment* seg = m->find(cont[i].device_ns);
-    if (pending[i].rising || seg == nullptr || f.first_z >= 1.0 - std::max(0.03, 3.0 * f.noise_z))
-      continue;
-    auto& acc = per_pulse[pending[i].source];
-    acc[0] += -std::log(1.0 - std::max(0.0, f.first_z));
-    acc[1] += static_cast<double>(cont[i].target_ns - seg->map(cont[i].device_ns));
-    acc[2] += 1.0;
-  }
-  std::vector<double> s, r;
-  for (auto& [src, acc] : per_pulse)
-    s.push_back(acc[0] / acc[2]), r.push_back(acc[1] / acc[2]);
-  if (s.size() < 8) return 0.0;
-  const double n = static_cast<double>(s.size());
-  const double sm = std::accumulate(s.begin(), s.end(), 0.0) / n;
-  const double rm = std::accumulate(r.begin(), r.end(), 0.0) / n;
-  double sxx = 0.0, sxy = 0.0;
-  for (std::size_t i = 0; i < s.size(); ++i)
-    sxx += (s[i] - sm) * (s[i] - sm), sxy += (s[i] - sm) * (r[i] - rm);
-  if (sxx <= 0.0) return 0.0;
-  const double b = sxy / sxx;
-  double ss = 0.0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const double e = r[i] - rm - b * (s[i] - sm);
-    ss += e * e;
-  }
-  // residuals are ns, s is x / tau: the slope is the error of tau in ns
-  *se = std::sqrt(ss / (n - 2.0) / sxx) / period_ns;
-  return b / period_ns;
 }
 
 std::vector<PulseSpec> pulses_in(std::span<const Mark> marks) {
@@ -231,20 +187,21 @@ std::vector<SyncPoint> pulse_points(const Trace& tr, std::span<const Mark> marks
     tracker.add(cont, tr.ns_of(pk->pos));
     pulse_edges(tr, p, pk->pos, static_cast<std::uint32_t>(i), pending);
   }
-  // tau from the falling edges: a rise also carries the governor's ramp
-  std::vector<EdgeFix> fixes;
+  // every edge re-levelled next to itself; tau from the falling edges (a rise comes late and
+  // may start at a governor's low step)
+  std::vector<EdgeFix> all;
+  std::vector<bool> falling;
   for (const PendingEdge& e : pending)
-    if (!e.rising) fixes.push_back(e.fix);
+    all.push_back(e.fix), falling.push_back(!e.rising);
   double tau_se = 0.0;
-  double tau = estimate_tau(fixes, &tau_se);
-  std::vector<SyncPoint> pts = place(tr, pending, tau);
-  // the first tau comes from few independent phases; the map's own consistency refines it
-  for (int it = 0; it < 4; ++it) {
-    const double d = tau_correction(pts, pending, tau, tr.period_ns(), to_cont, &tau_se);
-    tau = std::max(0.0, tau + d);
-    pts = place(tr, pending, tau);
-    if (std::abs(d) < 0.002) break;
+  double tau = rail_from_edges(tr, all, falling, &tau_se);
+  std::vector<EdgeFix> fixes;
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    pending[i].fix = all[i];
+    if (falling[i] && all[i].ok) fixes.push_back(all[i]);
   }
+  std::erase_if(pending, [](const PendingEdge& e) { return !e.fix.ok; });
+  std::vector<SyncPoint> pts = place(tr, pending, tau);
   report.tau_ns = tau * tr.period_ns();
   report.tau_se_ns = tau_se * tr.period_ns();
   report.systematic_ns = std::llround(3.0 * report.tau_se_ns * tau_sensitivity(fixes, tau));

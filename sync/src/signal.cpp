@@ -106,12 +106,34 @@ EdgeFix find_edge(const Trace& tr, const EdgeRequest& req) {
   return e;
 }
 
+void relevel_edge(const Trace& tr, EdgeFix& e, int settle, int len) {
+  if (!e.ok) return;
+  const std::int64_t j = e.first_sample;
+  const double a = median_window(tr, j - len, j);
+  const double b = median_window(tr, j + settle, j + settle + len);
+  const auto n = static_cast<std::int64_t>(tr.samples.size());
+  if (std::isnan(a) || std::isnan(b) || j + 1 >= n || (b - a) * e.step <= 0.0 ||
+      std::abs(b - a) < 0.3 * std::abs(e.step)) {
+    e.ok = false;
+    return;
+  }
+  e.step = b - a;
+  e.noise_z =
+      std::max(mad_window(tr, j - len, j, a), mad_window(tr, j + settle, j + settle + len, b)) /
+      std::abs(e.step);
+  const float s1 = tr.samples[static_cast<std::size_t>(j)];
+  const float s2 = tr.samples[static_cast<std::size_t>(j + 1)];
+  e.first_z = std::isnan(s1) ? 1.0 : (s1 - a) / e.step;
+  e.second_z = std::isnan(s2) ? 1.0 : (s2 - a) / e.step;
+}
+
 void apply_rail(EdgeFix& e, double tau) {
   if (!e.ok) return;
   const double sat = 1.0 - std::max(0.03, 3.0 * e.noise_z);
   double x = 0.5, sigma = 1.0 / std::sqrt(12.0);
   if (tau > 0.0 && e.first_z < sat) {
-    x = std::min(1.0, -tau * std::log(1.0 - std::max(0.0, e.first_z)));
+    // the first sample that left the old level may be the second after the step (tau > T)
+    x = std::min(2.0, -tau * std::log(1.0 - std::max(0.0, e.first_z)));
     sigma = std::max(0.02, tau * std::max(e.noise_z, 0.005) / (1.0 - e.first_z));
   } else if (tau > 0.0) {
     const double x_lo = std::min(1.0, -tau * std::log(1.0 - sat));
@@ -153,6 +175,71 @@ double estimate_tau(std::span<const EdgeFix> edges, double* se) {
   return tau;
 }
 
+double estimate_tau_pairs(std::span<const EdgeFix> edges, double* se) {
+  struct Obs {
+    double u1, u2, sigma;
+  };
+  std::vector<Obs> obs;
+  for (const EdgeFix& e : edges)
+    if (e.ok && e.first_z < 0.95 && std::isfinite(e.second_z))
+      obs.push_back({1.0 - e.first_z, 1.0 - e.second_z, std::max(e.noise_z, 0.002)});
+  if (se != nullptr) *se = 0.0;
+  if (obs.size() < 8) return -1.0;
+  // Huber IRLS of u2 = c + s u1, residuals normalised by each step's noise
+  std::vector<double> h(obs.size(), 1.0), t(obs.size());
+  double c = 0.0, slope = 0.0, var_s = 0.0;
+  for (int it = 0; it < 20; ++it) {
+    double sw = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0;
+    for (std::size_t i = 0; i < obs.size(); ++i) {
+      const double w = h[i] / (obs[i].sigma * obs[i].sigma);
+      sw += w, sx += w * obs[i].u1, sy += w * obs[i].u2;
+      sxx += w * obs[i].u1 * obs[i].u1, sxy += w * obs[i].u1 * obs[i].u2;
+    }
+    const double det = sw * sxx - sx * sx;
+    if (sw <= 0.0 || det <= 0.0) return -1.0;
+    slope = (sw * sxy - sx * sy) / det;
+    c = (sy - slope * sx) / sw;
+    for (std::size_t i = 0; i < obs.size(); ++i)
+      t[i] = (obs[i].u2 - c - slope * obs[i].u1) / obs[i].sigma;
+    std::vector<double> a(t.size());
+    for (std::size_t i = 0; i < t.size(); ++i)
+      a[i] = std::abs(t[i]);
+    auto mid = a.begin() + static_cast<std::ptrdiff_t>(a.size() / 2);
+    std::nth_element(a.begin(), mid, a.end());
+    const double scale = std::max(1e-9, 1.4826 * *mid);
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      const double r = std::abs(t[i]) / scale;
+      h[i] = r > 5.0 ? 0.0 : (r > 1.345 ? 1.345 / r : 1.0);
+    }
+    var_s = scale * scale * sw / det;
+  }
+  const double sd = std::sqrt(var_s);
+  if (!(slope > 4.0 * sd) || slope >= 1.0) return -1.0;
+  const double ln = std::log(slope);
+  if (se != nullptr) *se = sd / (slope * ln * ln);
+  return -1.0 / ln;
+}
+
+double rail_from_edges(const Trace& tr, std::vector<EdgeFix>& fixes,
+                       const std::vector<bool>& for_tau, double* se) {
+  const std::vector<EdgeFix> raw = fixes;
+  double tau = 0.0, tau_se = 0.0;
+  int settle = 3;
+  for (int pass = 0; pass < 2; ++pass) {
+    fixes = raw;
+    std::vector<EdgeFix> used;
+    for (std::size_t i = 0; i < fixes.size(); ++i) {
+      relevel_edge(tr, fixes[i], settle);
+      if (for_tau[i] && fixes[i].ok) used.push_back(fixes[i]);
+    }
+    tau = estimate_tau_pairs(used, &tau_se);
+    if (tau < 0.0) tau = estimate_tau(used, &tau_se);
+    settle = std::max(3, static_cast<int>(std::ceil(7.0 * tau)) + 1);
+  }
+  if (se != nullptr) *se = tau_se;
+  return tau;
+}
+
 double tau_sensitivity(std::span<const EdgeFix> edges, double tau) {
   double sum = 0.0;
   std::size_t n = 0;
@@ -183,9 +270,14 @@ std::pair<std::int64_t, std::int64_t> Tracker::predict(std::int64_t d) const {
   double rate = 1.0;
   double ppm = ppm_one_;
   if (anchors_.size() >= 2) {
-    const Anchor& b =
-        anchors_[k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1)];
-    if (b.device_ns != a.device_ns) {
+    std::size_t kb = k == 0 ? 1 : (k + 1 < anchors_.size() && d > a.device_ns ? k + 1 : k - 1);
+    // walk outwards (towards the side already chosen) until the baseline is long enough
+    const bool up = kb > k;
+    while (std::abs(anchors_[kb].device_ns - a.device_ns) < min_baseline_ &&
+           (up ? kb + 1 < anchors_.size() : kb > 0))
+      kb = up ? kb + 1 : kb - 1;
+    const Anchor& b = anchors_[kb];
+    if (b.device_ns != a.device_ns && std::abs(b.device_ns - a.device_ns) >= min_baseline_) {
       rate = static_cast<double>(b.monitor_ns - a.monitor_ns) /
              static_cast<double>(b.device_ns - a.device_ns);
       ppm = ppm_many_;

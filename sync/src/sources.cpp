@@ -117,6 +117,82 @@ void align_blocks(const Trace& tr, std::span<const BusySpan> cont_busy, Tracker&
 
 }  // namespace
 
+namespace {
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  return *mid;
+}
+
+/// Trace values at positions [a, b) (NaNs and positions outside the trace skipped).
+std::vector<double> values(const Trace& tr, std::int64_t a, std::int64_t b) {
+  std::vector<double> v;
+  const auto n = static_cast<std::int64_t>(tr.samples.size());
+  for (std::int64_t i = std::max<std::int64_t>(0, a); i < std::min(b, n); ++i)
+    if (!std::isnan(tr.samples[static_cast<std::size_t>(i)]))
+      v.push_back(tr.samples[static_cast<std::size_t>(i)]);
+  return v;
+}
+
+/// The dip a token boundary leaves in the decode level (compute stops at the token's marker and
+/// resumes one wake-up later) within [lo, hi]: the first sample of the deepest dip below both
+/// its neighbours' levels by 6 noise s.d. (from successive differences), or -1.
+std::int64_t find_dip(const Trace& tr, std::int64_t lo, std::int64_t hi) {
+  const std::vector<double> w = values(tr, lo - 12, hi + 12);
+  if (w.size() < 8) return -1;
+  std::vector<double> d;
+  for (std::size_t i = 1; i < w.size(); ++i)
+    d.push_back(std::abs(w[i] - w[i - 1]));
+  const double noise = std::max(1e-12, 1.4826 * median_of(d) / std::sqrt(2.0));
+  auto depth = [&](std::int64_t j) {
+    const double pre = median_of(values(tr, j - 6, j - 1));
+    const double post = median_of(values(tr, j + 4, j + 9));
+    const float y = tr.samples[static_cast<std::size_t>(j)];
+    return std::isnan(pre) || std::isnan(post) || std::isnan(y) ? 0.0 : std::min(pre, post) - y;
+  };
+  std::int64_t best = -1;
+  double best_d = 6.0 * noise;
+  for (std::int64_t j = std::max<std::int64_t>(lo, 6);
+       j <= std::min<std::int64_t>(hi, static_cast<std::int64_t>(tr.samples.size()) - 9); ++j)
+    if (const double dj = depth(j); dj > best_d) best = j, best_d = dj;
+  while (best > lo && depth(best - 1) > 3.0 * noise)
+    --best;
+  return best;
+}
+
+}  // namespace
+
+std::vector<SyncPoint> token_points(const Trace& tr, std::span<const Mark> marks,
+                                    const std::function<std::int64_t(std::int64_t)>& to_cont,
+                                    const ClockMap& prelim, std::uint32_t source0) {
+  std::vector<std::int64_t> tokens;
+  for (const Mark& m : marks)
+    if (m.kind == MarkKind::token) tokens.push_back(m.t_ns);
+  std::sort(tokens.begin(), tokens.end());
+  const double period = tr.period_ns();
+  std::vector<SyncPoint> out;
+  for (std::size_t k = 0; k + 1 < tokens.size(); ++k) {
+    const std::int64_t gap = tokens[k + 1] - tokens[k];
+    if (gap > 2'000'000'000) continue;  // the last token of a run: decode ends there
+    const MapSegment* seg = prelim.find(to_cont(tokens[k]));
+    if (seg == nullptr) continue;
+    const double pos = tr.pos_of(seg->map(to_cont(tokens[k])));
+    const double hw =
+        std::min(0.3 * static_cast<double>(gap) / period,
+                 4.0 + static_cast<double>(4 * seg->residual_rms_ns + seg->bound_ns) / period);
+    const std::int64_t j = find_dip(tr, static_cast<std::int64_t>(std::floor(pos - hw)),
+                                    static_cast<std::int64_t>(std::ceil(pos + hw)));
+    if (j < 0) continue;
+    // compute stopped somewhere in (j - 1, j]: the middle, uniform
+    out.push_back({tokens[k], tr.ns_of(static_cast<double>(j) - 0.5),
+                   std::max<std::int64_t>(1, std::llround(period / std::sqrt(12.0))),
+                   EvidenceKind::workload_edge, false, source0 + static_cast<std::uint32_t>(k)});
+  }
+  return out;
+}
+
 std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> marks,
                                        const std::function<std::int64_t(std::int64_t)>& to_cont,
                                        Tracker& tracker, WorkloadReport& rep,
@@ -127,16 +203,17 @@ std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> ma
     s.from_ns = to_cont(s.from_ns), s.to_ns = to_cont(s.to_ns);
   align_blocks(tr, cont, tracker, rep, block_ns);
   if (tracker.anchors().size() < 1) return {};
-  Tracker fine(3'000'000, 300.0, 100.0);
-  for (const auto& a : tracker.anchors())
-    fine.add(a.device_ns, a.monitor_ns);
+  // the block anchors (a few ms) place the first edge, the edges found the next ones, the rate
+  // only over 20 s or more (a block anchor a few ms off, or a block past the trace's end, would
+  // tilt it; edges with marker jitter close together too)
+  Tracker fine(3'000'000, 300.0, 100.0, 20'000'000'000);
   const double period = tr.period_ns();
   std::vector<EdgeFix> fixes;
   std::vector<const ActivityEdge*> owners;
   const std::vector<ActivityEdge> edges = activity_edges(busy, 20'000'000);
   rep.edges_expected = edges.size();
   for (const ActivityEdge& e : edges) {
-    auto [pred, half] = fine.predict(to_cont(e.device_ns));
+    auto [pred, half] = (fine.empty() ? tracker : fine).predict(to_cont(e.device_ns));
     const double quiet = static_cast<double>(std::min(e.quiet_before, e.quiet_after)) / period;
     const double hw = std::min(static_cast<double>(half) / period, 0.45 * quiet);
     const double len = std::min(0.4 * quiet, 200.0e6 / period);
@@ -147,18 +224,24 @@ std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> ma
     fixes.push_back(f);
     owners.push_back(&e);
   }
-  std::vector<EdgeFix> falling;  // a rise also carries the governor's ramp
-  for (std::size_t i = 0; i < fixes.size(); ++i)
-    if (!owners[i]->rising) falling.push_back(fixes[i]);
+  // re-levelled next to each edge; tau from the falls (a rise also carries the governor's ramp)
+  std::vector<bool> for_tau;
+  for (const ActivityEdge* o : owners)
+    for_tau.push_back(!o->rising);
   double tau_se = 0.0;
-  const double tau = estimate_tau(falling, &tau_se);
+  const double tau = rail_from_edges(tr, fixes, for_tau, &tau_se);
+  std::vector<EdgeFix> falling;
+  for (std::size_t i = 0; i < fixes.size(); ++i)
+    if (for_tau[i] && fixes[i].ok) falling.push_back(fixes[i]);
   rep.tau_ns = tau * period;
   rep.tau_se_ns = tau_se * period;
   rep.systematic_ns = std::llround(3.0 * rep.tau_se_ns * tau_sensitivity(falling, tau));
-  rep.edges_found = fixes.size();
+  rep.edges_found = static_cast<std::size_t>(
+      std::count_if(fixes.begin(), fixes.end(), [](const EdgeFix& f) { return f.ok; }));
   // a rise is late-biased: the load ramps up behind the governor
   std::vector<SyncPoint> pts;
   for (std::size_t i = 0; i < fixes.size(); ++i) {
+    if (!fixes[i].ok) continue;
     apply_rail(fixes[i], tau);
     pts.push_back({owners[i]->device_ns, tr.ns_of(fixes[i].pos),
                    std::max<std::int64_t>(1, std::llround(fixes[i].sigma * period)),
@@ -200,12 +283,20 @@ std::vector<SyncPoint> host_to_monitor(std::span<const SyncPoint> host_pts,
   return out;
 }
 
+std::vector<LogicEdge> logic_edges(std::span<const std::uint8_t> samples, int bit,
+                                   std::int64_t first_index) {
+  std::vector<LogicEdge> out;
+  const auto mask = static_cast<std::uint8_t>(1U << (bit & 7));
+  for (std::size_t j = 1; j < samples.size(); ++j)
+    if (((samples[j] ^ samples[j - 1]) & mask) != 0)
+      out.push_back({first_index + static_cast<std::int64_t>(j), (samples[j] & mask) != 0});
+  return out;
+}
+
 std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::string>& notes) {
   std::vector<std::int64_t> at;
-  const auto mask = static_cast<std::uint8_t>(1U << (in.bit & 7));
-  for (std::size_t j = 1; j < in.samples.size(); ++j)
-    if (((in.samples[j] ^ in.samples[j - 1]) & mask) != 0)
-      at.push_back(static_cast<std::int64_t>(j));
+  for (const LogicEdge& e : logic_edges(in.samples, in.bit, 0))
+    at.push_back(e.index);
   if (at.size() != in.device_toggle_ns.size())
     notes.push_back("logic input D" + std::to_string(in.bit) + ": " + std::to_string(at.size()) +
                     " edges for " + std::to_string(in.device_toggle_ns.size()) +

@@ -162,7 +162,8 @@ std::vector<SyncPoint> monitor_points(const SyncInputs& in, const ClockRelations
                                       const std::vector<SyncPoint>& host_pts, SyncDiagnostics& d) {
   const bool mono = in.marks_clock == DeviceClock::monotonic && !rel.empty();
   auto to_cont = [&](std::int64_t x) { return mono ? rel.continuous(x) : x; };
-  Tracker tracker;
+  // the rate over 20 s or more: a coarse anchor a few ms off must not tilt it towards a pulse
+  Tracker tracker(20'000'000, 300.0, 60.0, 20'000'000'000);
   std::vector<SyncPoint> pts;
   if (in.use.logic && in.logic) {
     for (const SyncPoint& p : logic_points(*in.logic, d.notes)) {
@@ -189,8 +190,20 @@ std::vector<SyncPoint> monitor_points(const SyncInputs& in, const ClockRelations
     d.relay_points = rp.size();
     pts.insert(pts.end(), rp.begin(), rp.end());
   }
-  if (pts.empty() && in.use.workload)
+  if (pts.empty() && in.use.workload) {
     pts = workload_points(in.trace, in.marks, to_cont, tracker, d.workload);
+    if (in.use.workload_tokens && !pts.empty()) {
+      std::vector<SyncPoint> cont = pts;
+      for (SyncPoint& p : cont)
+        p.device_ns = to_cont(p.device_ns);
+      if (auto prelim = fit_piecewise(cont, DeviceClock::boottime, TargetClock::monitor, {})) {
+        auto tp = token_points(in.trace, in.marks, to_cont, *prelim,
+                               static_cast<std::uint32_t>(pts.size()));
+        d.workload.tokens_found = tp.size();
+        pts.insert(pts.end(), tp.begin(), tp.end());
+      }
+    }
+  }
   return pts;
 }
 

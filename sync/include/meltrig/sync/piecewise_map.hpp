@@ -106,11 +106,15 @@ struct PiecewiseOptions {
   std::int64_t max_gap_ns = 120'000'000'000;  ///< evidence gap that breaks a map (not covered)
   /// A map reaches this far past its first and last evidence (or to a break, if nearer).
   std::int64_t end_margin_ns = 1'000'000'000;
-  std::size_t min_points = 6;   ///< per segment
-  std::size_t min_sources = 2;  ///< distinct SyncPoint::source per segment
-  double split_sigmas = 3.0;    ///< halves disagreeing by more than this (x combined se) split
+  std::size_t min_points = 6;  ///< per segment
+  /// distinct SyncPoint::source per segment a split leaves: a line through two pulses cannot show
+  /// how far the clock bends between them (misfit_ns needs more groups than the line has
+  /// parameters)
+  std::size_t min_sources = 4;
+  double split_sigmas = 3.0;  ///< halves disagreeing by more than this (x combined se) split
   std::int64_t split_floor_ns = 2'000;
-  double bound_sigmas = 4.0;  ///< bound = this x worst se of the line + systematic
+  double bound_sigmas = 4.0;   ///< bound = this x worst se of the line + ...
+  double misfit_sigmas = 3.0;  ///< ... this x the misfit the se does not see + systematic
   std::int64_t systematic_ns = 0;
 };
 

@@ -69,6 +69,7 @@ struct WorkloadReport {
   double tau_ns = 0.0;
   double tau_se_ns = 0.0;
   std::int64_t systematic_ns = 0;  ///< as PulseReport::systematic_ns
+  std::size_t tokens_found = 0;    ///< token dips located (token_points)
 };
 
 /// Workload matching for markers without pulses: coarse alignment of the predicted activity with
@@ -79,6 +80,15 @@ std::vector<SyncPoint> workload_points(const Trace& tr, std::span<const Mark> ma
                                        Tracker& tracker, WorkloadReport& report,
                                        std::int64_t block_ns = 120'000'000'000);
 
+/// The per-token decode rhythm: every token that another follows within 2 s ends its compute at
+/// its marker and leaves a dip in the decode level until the next one starts; each dip found
+/// near where `prelim` (a map on the clock of to_cont, e.g. from workload_points) puts the
+/// marker gives a point at the middle of the sample interval the dip began in (sigma T /
+/// sqrt 12). Sources count from source0.
+std::vector<SyncPoint> token_points(const Trace& tr, std::span<const Mark> marks,
+                                    const std::function<std::int64_t(std::int64_t)>& to_cont,
+                                    const ClockMap& prelim, std::uint32_t source0);
+
 /// One point per probe burst (probes closer than burst_gap_ns): the lowest-RTT probe, device
 /// monotonic at the host midpoint, sigma RTT / (2 sqrt 3) (uniform within +-RTT/2).
 std::vector<SyncPoint> probe_points(std::span<const Probe> probes,
@@ -87,6 +97,20 @@ std::vector<SyncPoint> probe_points(std::span<const Probe> probes,
 /// Host-steady points moved to the monitor's time base through the capture's start stamp.
 std::vector<SyncPoint> host_to_monitor(std::span<const SyncPoint> host_pts,
                                        const HostMonitorLink& link);
+
+/// A level change of one logic input: the line read `level` from sample `index` on (and the
+/// other level at index - 1), so the change happened in (index - 1, index] of sample time.
+struct LogicEdge {
+  std::int64_t index = 0;  ///< first_index + position of the first sample at the new level
+  bool level = false;
+};
+
+/// Every change of input `bit` (0-7: PPK2 D0-D7) in `samples` (one byte per sample, bit n =
+/// input Dn, sample i at index first_index + i), in order. Rows a capture lost (its gaps) must
+/// be left out by the caller: a gap reads 0 and would fake edges. For readers of a dataset's
+/// logic channel (`meltrig sync FILE`) and for logic_points.
+std::vector<LogicEdge> logic_edges(std::span<const std::uint8_t> samples, int bit,
+                                   std::int64_t first_index = 0);
 
 /// Logic-input edges matched in order with the device's toggles: sample-exact points.
 std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::string>& notes);
@@ -100,7 +124,8 @@ struct SyncSources {
   bool pulses = true;
   bool logic = true;
   bool relay = true;
-  bool workload = true;  ///< only when pulses, logic and relay edges give nothing
+  bool workload = true;         ///< only when pulses, logic and relay edges give nothing
+  bool workload_tokens = true;  ///< the workload's per-token rhythm too (token_points)
   bool probes = true;
   bool probes_to_monitor = true;  ///< probes + host link when nothing else reaches the monitor
 };
