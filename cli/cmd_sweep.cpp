@@ -14,6 +14,7 @@
 #include "meltrig/fixtures/sim_sweep.hpp"
 #include "meltrig/rig/sweep.hpp"
 #include "meltrig/rig/sweep_hardware.hpp"
+#include "meltrig/sweep/metrics.hpp"
 
 namespace meltrig::cli {
 namespace {
@@ -52,7 +53,7 @@ std::function<void(const rig::SweepProgress&)> live_line(bool quiet) {
 Result<std::filesystem::path> combined_report(const std::filesystem::path& dir,
                                               const std::vector<rig::JournalEntry>& entries) {
   const auto path = dir / "summary.txt";
-  if (auto w = rig::write_atomically(path, rig::summary_table(entries)); !w) return w.error();
+  if (auto w = rig::write_atomically(path, sweep::summary_table(entries)); !w) return w.error();
   return path;
 }
 
@@ -68,7 +69,7 @@ Result<std::unique_ptr<rig::SweepBench>> make_bench(const rig::Plan& plan) {
 
 int finish(const rig::SweepOutcome& o, const std::filesystem::path& dir, bool tty) {
   if (tty) std::printf("\n");
-  std::printf("%s", rig::summary_table(o.entries).c_str());
+  std::printf("%s", sweep::summary_table(o.entries).c_str());
   std::printf("runs: %zu complete of %zu (%zu now, %zu failed now, %zu half-done kept apart)\n",
               o.complete, o.runs, o.done_now, o.failed, o.resumed_partial);
   std::printf("catalog: %s\n", o.catalog.c_str());
@@ -103,6 +104,9 @@ int run(const SweepArgs& a) {
   so.output = a.output.empty() ? plan->output : std::filesystem::path(a.output);
   so.interrupt = interrupt_token();
   so.root_attributes = invocation_attributes();
+  so.analyse = [&plan = so.plan](const std::filesystem::path& f) {
+    return sweep::analyse_run(f, plan);
+  };
   const bool tty = !a.quiet && ::isatty(STDOUT_FILENO);
   so.log = [tty](const std::string& line) {
     std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());

@@ -267,7 +267,7 @@ SessionOptions Sweeper::session_options(JournalEntry& e, const PlanDevice& d) {
 
 void Sweeper::record(JournalEntry& e, const SessionResult& r, double start_temp) {
   const CaptureSummary& c = *r.capture;
-  RunMetrics m = analyse_run(dir_ / e.file, o_.plan);
+  RunMetrics m = o_.analyse ? o_.analyse(dir_ / e.file) : RunMetrics{};
   m.samples = c.samples;
   m.lost_samples = c.samples - c.valid_samples;
   m.duration_s = c.sample_rate_hz > 0 ? static_cast<double>(c.samples) / c.sample_rate_hz : 0;

@@ -1,13 +1,6 @@
-// The runs of a sweep and their order, shards, per-run metrics and the summary table
-// (sweep.hpp). The analysis library is called here and only here.
+// The runs of a sweep and their order, and shards (sweep.hpp).
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <map>
 
-#include "meltrig/analysis/analysis.hpp"
-#include "meltrig/analysis/capture_inputs.hpp"
-#include "meltrig/dataset/run_record.hpp"
 #include "meltrig/rig/sweep.hpp"
 
 namespace meltrig::rig {
@@ -108,74 +101,6 @@ std::vector<SweepRun> expand_runs(const Plan& plan, std::uint64_t seed, const Sh
 std::filesystem::path shard_directory(const std::filesystem::path& output, const Shard& shard) {
   if (shard.whole()) return output;
   return output / ("shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count));
-}
-
-RunMetrics analyse_run(const std::filesystem::path& file, const Plan& plan) {
-  RunMetrics m;
-  m.sync_method = "provisional-identity";
-  // Until the sync library's file-level sync lands on main, the provisional identity map (the
-  // device time of the runner's first clock triple is monitor second 0: right on the simulated
-  // bench, not a sync) with a 1 ms bound, as `meltrig analyze` does.
-  constexpr double kProvisionalBound = 1e-3;
-  m.sync_bound_s = kProvisionalBound;
-  const double nan = std::nan("");
-  m.tok_s = m.j_per_token = m.j_per_token_net = m.baseline_w = nan;
-  auto log = analysis::read_runner_markers(file);
-  if (!log) return m.error = log.error().describe(), m;
-  auto map = analysis::provisional_identity_map(*log, kProvisionalBound);
-  auto in = analysis::inputs_from_capture(file, map);
-  if (!in) return m.error = in.error().describe(), m;
-  analysis::AnalysisConfig cfg;
-  cfg.run.baseline.window_s = plan.baseline.window_s;
-  cfg.run.baseline.guard_s = plan.baseline.guard_s;
-  auto a = analysis::analyze(*in, cfg);
-  if (!a) return m.error = a.error().describe(), m;
-  double tokens = 0, decode_s = 0, gross = 0, net = 0;
-  for (const analysis::RepResult& r : a->run.reps) {
-    tokens += static_cast<double>(r.output_tokens);
-    if (r.decode_tok_s > 0) decode_s += static_cast<double>(r.output_tokens) / r.decode_tok_s;
-    gross += r.j_per_token * static_cast<double>(r.output_tokens);
-    net += r.j_per_token_net * static_cast<double>(r.output_tokens);
-  }
-  m.tokens = static_cast<std::uint64_t>(tokens);
-  if (tokens > 0) {
-    m.tok_s = decode_s > 0 ? tokens / decode_s : nan;
-    m.j_per_token = gross / tokens;
-    m.j_per_token_net = net / tokens;
-  }
-  m.baseline_w = a->run.baseline_w;
-  return m;
-}
-
-std::string summary_table(const std::vector<JournalEntry>& entries) {
-  std::map<std::pair<std::string, std::string>, std::vector<const RunMetrics*>> groups;
-  for (const JournalEntry& e : entries)
-    if (e.state == RunState::complete && e.metrics.error.empty())
-      groups[{e.run.device, e.run.workload}].push_back(&e.metrics);
-  std::string out;
-  char line[256];
-  std::snprintf(line, sizeof line, "%-12s %-12s %4s  %-24s %-24s %-20s\n", "device", "workload",
-                "runs", "J/token (95% CI)", "net J/token (95% CI)", "tokens/s (95% CI)");
-  out += line;
-  for (const auto& [key, ms] : groups) {
-    auto col = [&](double RunMetrics::*f) {
-      std::vector<double> v;
-      for (const RunMetrics* m : ms)
-        if (std::isfinite(m->*f)) v.push_back(m->*f);
-      const analysis::Summary s = analysis::summarize(v);
-      char b[64];
-      if (s.n > 1)
-        std::snprintf(b, sizeof b, "%.4f [%.4f, %.4f]", s.mean, s.t_low, s.t_high);
-      else
-        std::snprintf(b, sizeof b, "%.4f", s.mean);
-      return std::string(b);
-    };
-    std::snprintf(line, sizeof line, "%-12s %-12s %4zu  %-24s %-24s %-20s\n", key.first.c_str(),
-                  key.second.c_str(), ms.size(), col(&RunMetrics::j_per_token).c_str(),
-                  col(&RunMetrics::j_per_token_net).c_str(), col(&RunMetrics::tok_s).c_str());
-    out += line;
-  }
-  return out;
 }
 
 }  // namespace meltrig::rig

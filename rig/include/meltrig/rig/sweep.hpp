@@ -87,6 +87,9 @@ struct SweepOptions {
   std::function<void(const std::string&)> log;         ///< one line per event (also run.log)
   std::function<void(const SweepProgress&)> progress;  ///< the live line (may be empty)
   std::vector<dataset::Attribute> root_attributes;     ///< e.g. the command line
+  /// The metrics of a finished run's dataset (sweep::analyse_run; rig does not depend on the
+  /// analysis). Empty: only what the capture says (energy, samples, losses).
+  std::function<RunMetrics(const std::filesystem::path&)> analyse;
 };
 
 struct SweepOutcome {
@@ -109,13 +112,5 @@ Result<SweepOutcome> run_sweep(const SweepOptions& options, SweepBench& bench);
 /// The output directory of a shard: `output` itself for the whole sweep, else
 /// `output/shard-I-of-N`.
 std::filesystem::path shard_directory(const std::filesystem::path& output, const Shard& shard);
-
-/// Metrics of one finished run from its dataset (the analysis library), in one place: the sync
-/// method and bound, energy per token gross and net, tokens per second, the baseline.
-RunMetrics analyse_run(const std::filesystem::path& file, const Plan& plan);
-
-/// Per configuration (device x workload): mean and 95 % Student t interval of J/token (gross and
-/// net) and tokens/s over complete runs, as a text table.
-std::string summary_table(const std::vector<JournalEntry>& entries);
 
 }  // namespace meltrig::rig
