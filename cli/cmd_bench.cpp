@@ -381,7 +381,7 @@ int run_longrun(const LongrunArgs& a) {
 struct StampArgs {
   std::string stamp_tool, runner, dir = ".";
   int tokens = 300, runs = 3;
-  bool realtime = false;
+  bool realtime = false, pipe = false;
 };
 
 /// A sibling build product: `name` under DIR/../SUB or DIR/../../SUB, DIR = this binary's dir.
@@ -404,7 +404,9 @@ int run_stamp(const StampArgs& a) {
   o.dir = a.dir;
   o.tokens = a.tokens;
   o.realtime = a.realtime;
-  std::printf("toy runner --stream, %d tokens, under %s\n", a.tokens, o.stamp_tool.c_str());
+  o.pipe = a.pipe;
+  std::printf("toy runner --stream, %d tokens, under %s%s%s\n", a.tokens, o.stamp_tool.c_str(),
+              a.realtime ? " --realtime" : "", a.pipe ? " --pipe" : "");
   for (int i = 0; i < a.runs; ++i) {
     auto e = mt::measure_stamp_errors(o);
     if (!e) return fail(e.error().describe());
@@ -459,6 +461,7 @@ void add_bench(CLI::App& app, Commands& cmds) {
   stamp->add_option("--tokens", sa->tokens, "tokens per run")->capture_default_str();
   stamp->add_option("--runs", sa->runs, "runs")->capture_default_str();
   stamp->add_flag("--realtime", sa->realtime, "meltrig_stamp --realtime (SCHED_FIFO stamper)");
+  stamp->add_flag("--pipe", sa->pipe, "meltrig_stamp --pipe (the runner's stdout on a pipe)");
   cmds.push_back({stamp, [sa] { return run_stamp(*sa); }});
 
   auto so = std::make_shared<fixtures::sim::SyncBenchOptions>();

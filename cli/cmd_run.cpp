@@ -37,6 +37,7 @@ struct RunArgs {
   std::string stamp_tool;           ///< host build of meltrig_stamp to install, or "" (device PATH)
   std::string stamp_prompt_file;    ///< device path, for meltrig_stamp --prompt-file
   bool stamp_realtime = false;      ///< meltrig_stamp --realtime
+  bool stamp_pipe = false;          ///< meltrig_stamp --pipe
   std::vector<std::string> runner;  ///< argv after `--`
 };
 
@@ -48,6 +49,7 @@ void add_stamp(const RunArgs& a, rig::SessionOptions& so) {
     auto s = mt::prepare_stamp(t, a.stamp_tool, a.markers, a.stamp_prompt_file);
     if (!s) return s.error();
     s->realtime = a.stamp_realtime;
+    s->pipe = a.stamp_pipe;
     return mt::stamped_argv(*s, argv);
   };
   so.before_store_markers = [](dataset::RunRecord& file, mt::MarkerLog& log,
@@ -219,6 +221,9 @@ void add_run(CLI::App& app, Commands& cmds) {
                   "device file holding the prompt (else the runner's -p/--prompt)");
   cmd->add_flag("--stamp-realtime", a->stamp_realtime,
                 "meltrig_stamp --realtime: the stamper at SCHED_FIFO (needs the privilege)");
+  cmd->add_flag(
+      "--stamp-pipe", a->stamp_pipe,
+      "meltrig_stamp --pipe: the runner's stdout on a pipe (runners that flush per token)");
   cmd->add_option("runner", a->runner, "the runner's argv, after `--`");
   cmds.push_back({cmd, [a] { return run(*a); }});
 }

@@ -10,6 +10,7 @@ packages=(
   doctest-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libusb-1.0-0-dev
   python3 python3-h5py python3-numpy
   openssh-server openssh-client
+  slurm-wlm munge
   libc6-dev-arm64-cross
 )
 

@@ -409,16 +409,30 @@ TEST_CASE("stamp: SIGTERM is forwarded to the runner, whose end is recorded as i
 TEST_CASE("stamp: the toy runner streaming one token per write: every token found, errors") {
   // Figures are recorded (MESSAGE), never asserted: docs/stamp.md has the measured distribution
   // and `meltrig bench stamp` measures it on any machine.
+  std::string mode;
+  SUBCASE("stdout on a pseudo terminal (the default)") {
+    mode = "pty";
+  }
+  SUBCASE("stdout on a pipe (--pipe)") {
+    mode = "pipe";
+  }
   TempDir dir;
   const auto markers = dir / "s.markers";
   const auto truth = dir / "t.markers";
   const int n = 300;
-  Process p({stamp_tool(), "--markers", markers.string(), "--", MELTRIG_TOY_RUNNER_PATH,
-             "--markers", truth.string(), "--prompt", "Why is the sky blue", "--tokens",
-             std::to_string(n), "--no-sync", "--stream"},
-            dir.path(), "toy");
+  std::vector<std::string> argv = {stamp_tool(), "--markers", markers.string()};
+  if (mode == "pipe") argv.push_back("--pipe");
+  for (const char* a : {"--", MELTRIG_TOY_RUNNER_PATH, "--markers"})
+    argv.emplace_back(a);
+  for (const std::string& a :
+       {truth.string(), std::string("--prompt"), std::string("Why is the sky blue"),
+        std::string("--tokens"), std::to_string(n), std::string("--no-sync"),
+        std::string("--stream")})
+    argv.push_back(a);
+  Process p(argv, dir.path(), "toy");
   REQUIRE(p.wait() == 0);
   MarkerLog log = complete_log(markers);
+  CHECK(header(log, "stdout") == mode);
   auto t = read_marker_file(truth);
   REQUIRE(t.ok());
   StampErrors e = stamp_errors(log, *t);
@@ -427,10 +441,10 @@ TEST_CASE("stamp: the toy runner streaming one token per write: every token foun
   for (auto err : e.errors_ns)
     CHECK(err >= 0);  // a stamp is never before the write it stamps
   auto us = [&](double q) { return static_cast<double>(e.quantile(q)) / 1000.0; };
-  MESSAGE("toy --stream under meltrig_stamp: "
-          << e.found << "/" << e.true_tokens << " tokens found, " << e.chunks << " chunks, "
-          << e.coalesced << " coalesced; stamp error us p50 " << us(0.5) << " p90 " << us(0.9)
-          << " p99 " << us(0.99) << " max " << us(1.0));
+  MESSAGE("toy --stream under meltrig_stamp ("
+          << mode << "): " << e.found << "/" << e.true_tokens << " tokens found, " << e.chunks
+          << " chunks, " << e.coalesced << " coalesced; stamp error us p50 " << us(0.5) << " p90 "
+          << us(0.9) << " p99 " << us(0.99) << " max " << us(1.0));
   std::vector<MarkerIssue> issues;
   auto summary = find_runner_summary(p.err(), "toy.err", issues);
   REQUIRE(summary);

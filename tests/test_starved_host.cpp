@@ -155,12 +155,14 @@ void cli_run(const std::string& kind, const std::vector<std::string>& emu_args,
 
 }  // namespace
 
-TEST_CASE("starved host: LVPM 5 kHz, emulator and capture in separate processes, 60 s") {
+TEST_CASE("starved host: LVPM 5 kHz, emulator and capture in separate processes, 60 s" *
+          doctest::test_suite("slow")) {
   // One 10-sample packet off reads 38 mA off; a lost-wrap shift (160 samples) reads ~0.6 A off.
   cli_run("lvpm", {"--waveform", "triangle:0.4:0.1:3.9"}, {}, 5e-3, "0.4:0.1:3.9");
 }
 
-TEST_CASE("starved host: PPK2 100 kHz, emulator and capture in separate processes, 60 s") {
+TEST_CASE("starved host: PPK2 100 kHz, emulator and capture in separate processes, 60 s" *
+          doctest::test_suite("slow")) {
   // The logic inputs carry index & 0xFF: an exact stamp of every row.
   // A 10 s device buffer: the capture process, not the emulator, is what starves here, and a
   // stall it catches up from within the inference's horizon must lose nothing (the default
@@ -171,7 +173,8 @@ TEST_CASE("starved host: PPK2 100 kHz, emulator and capture in separate processe
 }
 
 TEST_CASE(
-    "starved host: HVPM 5 kHz, capture with its in-process USB emulator as one process, 60 s") {
+    "starved host: HVPM 5 kHz, capture with its in-process USB emulator as one process, 60 s" *
+    doctest::test_suite("slow")) {
   // The HVPM emulator is a USB-bulk backend inside the capture process (`hvpm:emulated`): it
   // computes every sample due by elapsed time x rate at each bulk read, so it cannot be a process
   // of its own; the capture process competes with the busy processes as the others do.

@@ -387,6 +387,7 @@ Result<StampErrors> measure_stamp_errors(const StampBenchOptions& o) {
   run.device_tool = o.stamp_tool.string();
   run.markers = stamped.string();
   run.realtime = o.realtime;
+  run.pipe = o.pipe;
   auto r = run_process(stamped_argv(run, {o.runner.string(), "--markers", truth.string(),
                                           "--prompt", "Why is the sky blue", "--tokens",
                                           std::to_string(o.tokens), "--no-sync", "--stream"}),
@@ -410,6 +411,7 @@ std::vector<std::string> stamped_argv(const StampRun& run, const std::vector<std
     argv.push_back(run.prompt_file);
   }
   if (run.realtime) argv.push_back("--realtime");
+  if (run.pipe) argv.push_back("--pipe");
   argv.push_back("--");
   argv.insert(argv.end(), runner.begin(), runner.end());
   return argv;

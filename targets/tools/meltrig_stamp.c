@@ -105,14 +105,16 @@ typedef struct options {
   const char* prompt_file;
   const char* run_id;
   int realtime; /* --realtime: SCHED_FIFO for the stamper alone */
+  int pipe;     /* --pipe: the program's stdout is a pipe, not a pseudo terminal */
   char** argv;  /* the program's argv, NULL-terminated */
 } options;
 
 static int usage(const char* msg, const char* arg) {
   fprintf(stderr, "meltrig_stamp: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
-  fprintf(stderr,
-          "usage: meltrig_stamp --markers FILE [--prompt-file F] [--run-id ID] [--realtime] -- "
-          "PROGRAM [ARGS...]\n");
+  fprintf(
+      stderr,
+      "usage: meltrig_stamp --markers FILE [--prompt-file F] [--run-id ID] [--realtime] [--pipe] "
+      "-- PROGRAM [ARGS...]\n");
   return 2;
 }
 
@@ -127,6 +129,10 @@ static int parse_args(int argc, char** argv, options* o) {
     }
     if (strcmp(a, "--realtime") == 0) {
       o->realtime = 1;
+      continue;
+    }
+    if (strcmp(a, "--pipe") == 0) {
+      o->pipe = 1;
       continue;
     }
     if (i + 1 >= argc) return usage("missing value or `--` after", a);
@@ -409,15 +415,27 @@ static void make_header(char* out, size_t cap, const options* o, const char* pro
                         const char* realtime) {
   char prog[512];
   if (mm_encode(o->argv[0], prog, sizeof prog) < 0) strcpy(prog, "%3F");
-  snprintf(out, cap, "stamper=meltrig_stamp program=%s prompt=%s realtime=%s", prog, prompt_source,
-           realtime);
+  snprintf(out, cap, "stamper=meltrig_stamp program=%s prompt=%s realtime=%s stdout=%s", prog,
+           prompt_source, realtime, o->pipe ? "pipe" : "pty");
+}
+
+/* --pipe: the program's stdout is the write end of a pipe. A write to a pipe wakes the reader
+ * from within the writer's system call; a pty hands the bytes to the kernel's tty buffer work
+ * first, a worker that must itself be scheduled. Only for programs that flush per token on a pipe
+ * (llama.cpp does; most stdio programs block-buffer). */
+static int open_pipe(int* write_end) {
+  int p[2];
+  if (pipe(p) != 0) return -1;
+  set_flags(p[0], FD_CLOEXEC, 0);
+  *write_end = p[1];
+  return p[0];
 }
 
 /* Starts the program; 0, or the exit code when it could not be started. */
 static int start(run* r, const options* o) {
   int slave = -1, err_p[2], st[2], e = 0;
   ssize_t n;
-  r->master = open_pty(&slave);
+  r->master = o->pipe ? open_pipe(&slave) : open_pty(&slave);
   if (r->master < 0 || pipe(err_p) != 0 || pipe(st) != 0) {
     e = errno;
     fprintf(stderr, "meltrig_stamp: pseudo terminal or pipe: %s\n", strerror(e));

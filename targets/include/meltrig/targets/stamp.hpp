@@ -107,6 +107,7 @@ struct StampBenchOptions {
   std::filesystem::path dir;
   int tokens = 300;
   bool realtime = false;  ///< meltrig_stamp --realtime
+  bool pipe = false;      ///< meltrig_stamp --pipe
 };
 /// Runs it and matches the stamps with the runner's own emission times (stamp_errors). An Error
 /// if either program fails or a marker file does not parse.
@@ -118,9 +119,10 @@ struct StampRun {
   std::string markers;      ///< marker file on the device
   std::string prompt_file;  ///< device path for --prompt-file ("" : from the runner's -p)
   bool realtime = false;    ///< --realtime: the stamper runs SCHED_FIFO (needs the privilege)
+  bool pipe = false;  ///< --pipe: the runner's stdout is a pipe (runners that flush per token)
 };
 
-/// The device argv: `TOOL --markers M [--prompt-file F] [--realtime] -- RUNNER...`.
+/// The device argv: `TOOL --markers M [--prompt-file F] [--realtime] [--pipe] -- RUNNER...`.
 std::vector<std::string> stamped_argv(const StampRun& run, const std::vector<std::string>& runner);
 
 /// Makes a target ready for a stamped run: with a host build `local_tool`, installs it beside the
