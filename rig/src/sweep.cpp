@@ -66,6 +66,8 @@ class Sweeper {
   SessionOptions session_options(JournalEntry& e, const PlanDevice& d);
   void record(JournalEntry& e, const SessionResult& r, double start_temp);
   void progress(const JournalEntry& e, const std::string& step);
+  /// Restores every hub's safe state and says in the log what state relays and hubs were left in.
+  void release_bench();
 
   const SweepOptions& o_;
   SweepBench& b_;
@@ -73,6 +75,7 @@ class Sweeper {
   Journal journal_;
   SweepOutcome out_;
   std::map<std::string, OpenHub> hubs_;
+  std::map<std::string, std::string> relays_left_;  ///< relay -> the safe state it was left in
   std::ofstream log_file_;
   std::size_t index_ = 0;  ///< 1-based run being measured
   std::chrono::steady_clock::duration spent_{};
@@ -212,6 +215,10 @@ void Sweeper::progress(const JournalEntry& e, const std::string& step) {
   std::lock_guard lock(live_mu_);
   live_.run = index_;
   live_.runs = out_.runs;
+  if (live_.id != e.run.id) {  // a new run: nothing measured yet
+    live_.power_w = live_.tok_s = 0;
+    live_.lost = 0;
+  }
   live_.id = e.run.id;
   live_.step = step;
   const std::size_t left = out_.runs - out_.complete;
@@ -249,13 +256,18 @@ SessionOptions Sweeper::session_options(JournalEntry& e, const PlanDevice& d) {
     live_.lost = p.lost_samples;
     if (o_.progress) o_.progress(live_);
   };
-  const auto started =
-      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
-  so.on_tokens = [this, started](std::uint64_t n) {
+  // Tokens per second of device time (the bench clock), from the first token seen.
+  struct First {
+    std::int64_t t_ns = 0;
+    std::uint64_t n = 0;
+  };
+  auto first = std::make_shared<First>();
+  so.on_tokens = [this, first](std::uint64_t n) {
+    const std::int64_t now = b_.clock().now_ns();
     std::lock_guard lock(live_mu_);
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - *started).count();
-    live_.tok_s = s > 0 ? static_cast<double>(n) / s : 0;
+    if (first->n == 0 && n > 0) *first = {now, n};
+    const double s = static_cast<double>(now - first->t_ns) * 1e-9;
+    live_.tok_s = first->n && s > 0 ? static_cast<double>(n - first->n) / s : 0;
   };
   if (o_.plan.usb_cut.enabled) {
     so.after_capture = [this, &d] {
@@ -315,6 +327,7 @@ Result<void> Sweeper::run_one(JournalEntry& e) {
     if (auto s = routed->restore(); !s)
       return Error{s.error().code,
                    "relay " + d.relay + ": SAFE STATE NOT RESTORED: " + s.error().message};
+    relays_left_[d.relay] = routed->safe_state_text();
   }
   if (o_.interrupt.stop_requested()) {
     keep_apart(e, "interrupted (Ctrl-C) during the run");
@@ -378,22 +391,30 @@ Result<SweepOutcome> Sweeper::go() {
       e->state = RunState::failed;
       e->note = r.error().describe();
       (void)save();
+      release_bench();
       return r.error();
     }
     spent_ += std::chrono::steady_clock::now() - t0;
     ++measured_;
     if (out_.interrupted) break;
   }
+  release_bench();
+  out_.entries = journal_.entries;
+  return out_;
+}
+
+void Sweeper::release_bench() {
+  for (const auto& [name, state] : relays_left_)
+    log("relay " + name + ": left in its safe state (" + state + ")");
   for (auto& [name, h] : hubs_) {
     if (auto s = h.guard->restore(); !s)
       log("hub " + name + ": SAFE STATE NOT RESTORED: " + s.error().describe());
     else
-      log("hub " + name + ": safe state restored (planned ports powered)");
+      log("hub " + name + ": left in its safe state (planned ports powered)");
     h.guard->release();
     h.relay->close();
   }
-  out_.entries = journal_.entries;
-  return out_;
+  hubs_.clear();
 }
 
 }  // namespace
