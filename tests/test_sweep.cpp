@@ -220,7 +220,7 @@ TEST_CASE("sweep: a bad plan is rejected before any relay or monitor sees a byte
   CHECK((*relay)->log().size() == 1);  // the power-on state only
 }
 
-TEST_CASE("sweep journal: written atomically, read back; catalog CSV round trip and merge") {
+TEST_CASE("sweep journal: written atomically and read back, catalog CSV round trip and merge") {
   TempDir dir;
   rig::Journal j{"abc", 7, "1/1", {}};
   for (int i = 0; i < 3; ++i) {
