@@ -79,6 +79,7 @@ void add_bench(CLI::App& app, Commands& cmds);
 void add_devices(CLI::App& app, Commands& cmds);
 void add_inspect(CLI::App& app, Commands& cmds);
 void add_analyze(CLI::App& app, Commands& cmds);
+void add_sync(CLI::App& app, Commands& cmds);
 void add_export(CLI::App& app, Commands& cmds);
 void add_import(CLI::App& app, Commands& cmds);
 void add_relay(CLI::App& app, Commands& cmds);

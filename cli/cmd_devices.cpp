@@ -1,5 +1,6 @@
 // meltrig devices: the serial ports libserialport sees, with USB identity, and the drivers that
-// may fit each (from every driver's find()).
+// may fit each (from every driver's find(); the USB drivers, HVPM and the switchable hubs,
+// enumerate libusb themselves and find nothing where there is no USB).
 #include <cstdio>
 
 #include "cli_common.hpp"
@@ -37,7 +38,8 @@ int run() {
 }  // namespace
 
 void add_devices(CLI::App& app, Commands& cmds) {
-  auto* s = app.add_subcommand("devices", "list serial ports and the drivers that may fit them");
+  auto* s = app.add_subcommand(
+      "devices", "list serial ports, USB instruments and hubs, and the drivers that may fit them");
   cmds.push_back({s, [] { return run(); }});
 }
 

@@ -1,6 +1,8 @@
-// meltrig relay: switch a relay board from the command line.
+// meltrig relay: switch a relay board or a switchable USB hub (ports are channels) from the
+// command line. A hub's safe state is every port powered unless its spec says safe=off.
 //   meltrig relay SPEC CH on|off      one-shot: set one channel and exit (the state stays)
 //   meltrig relay SPEC route CH       one-shot: all channels off, then CH on, and exit
+//   meltrig relay SPEC status         hubs: every port's power as the device reports it
 //   meltrig relay SPEC hold CH [--safe-on CH,...] [--seconds S] [--run 'COMMAND']
 //       route exclusively and hold until Ctrl-C/SIGTERM, the time is up, or COMMAND exits;
 //       then restore the safe state on every exit path (exit 0 on a normal end or a signal,
@@ -20,6 +22,7 @@
 #include "cli_common.hpp"
 #include "meltrig/rig/registry.hpp"
 #include "meltrig/rig/routed_relay.hpp"
+#include "meltrig/rig/usb_hubs.hpp"
 
 extern char** environ;
 
@@ -82,6 +85,21 @@ int run_route(const rig::DeviceSpec& spec, int channel) {
   if (!r) return fail(r.error().describe());
   std::printf("%s: channel %d on, all others off%s\n", spec.str().c_str(), channel,
               not_verified(info).c_str());
+  return kOk;
+}
+
+int run_status(const rig::DeviceSpec& spec) {
+  rig::RelayInfo info;
+  auto relay = open_relay(spec, info);
+  if (!relay) return fail(relay.error().describe());
+  auto* rb = dynamic_cast<rig::PortPowerReadBack*>(relay->get());
+  auto power = rb ? rb->read_power()
+                  : Result<std::vector<bool>>(make_error(
+                        Errc::unsupported, info.driver + " boards cannot report their state"));
+  (*relay)->close();
+  if (!power) return fail(spec.str() + ": " + power.error().describe());
+  for (std::size_t i = 0; i < power->size(); ++i)
+    std::printf("%s: port %zu %s\n", spec.str().c_str(), i + 1, (*power)[i] ? "on" : "off");
   return kOk;
 }
 
@@ -204,8 +222,9 @@ int run(const RelayArgs& a) {
     if (w.size() > 2) return usage("unexpected \"" + w[2] + "\" after " + w[0] + " " + w[1]);
     return hold ? run_hold(*spec, *ch, a) : run_route(*spec, *ch);
   }
+  if (w.size() == 1 && w[0] == "status") return run_status(*spec);
   if (w.size() != 2 || (w[1] != "on" && w[1] != "off"))
-    return usage("expected CH on|off, route CH, or hold CH");
+    return usage("expected CH on|off, route CH, hold CH or status");
   auto ch = parse_channel(w[0]);
   if (!ch) return usage("channel \"" + w[0] + "\" is not a number");
   return run_set(*spec, *ch, w[1] == "on");
@@ -216,12 +235,16 @@ int run(const RelayArgs& a) {
 void add_relay(CLI::App& app, Commands& cmds) {
   auto a = std::make_shared<RelayArgs>();
   auto* s = app.add_subcommand(
-      "relay", "switch a relay board: SPEC CH on|off, SPEC route CH, or SPEC hold CH");
-  s->add_option("spec", a->spec, "DRIVER:PORT[:key=value,...], e.g. lcus:/dev/ttyUSB0:channels=4")
+      "relay",
+      "switch a relay board or USB hub: SPEC CH on|off, SPEC route CH, SPEC hold CH, SPEC status");
+  s->add_option("spec", a->spec,
+                "DRIVER:PORT[:key=value,...], e.g. lcus:/dev/ttyUSB0:channels=4, ykush:usb, "
+                "uhub:usb:1-1.4")
       ->required();
-  s->add_option("action", a->words, "CH on|off | route CH | hold CH")->required();
+  s->add_option("action", a->words, "CH on|off | route CH | hold CH | status")->required();
   s->add_option("--safe-on", a->safe_on,
-                "hold: channels on in the safe state restored at the end (default: all off)")
+                "hold: channels on in the safe state restored at the end (default: the driver's: "
+                "relays all off, hubs all ports on)")
       ->delimiter(',');
   s->add_option("--seconds", a->seconds, "hold: release after this long (default: until signal)");
   s->add_option("--run", a->run,

@@ -9,7 +9,9 @@
 
 #include "cli_common.hpp"
 #include "meltrig/fixtures/emulated_hvpm.hpp"
+#include "meltrig/fixtures/hub_emulators.hpp"
 #include "meltrig/rig/hvpm_monitor.hpp"
+#include "meltrig/rig/usb_hubs.hpp"
 
 int main(int argc, char** argv) {
   using namespace meltrig::cli;
@@ -28,6 +30,9 @@ int main(int argc, char** argv) {
   set_invocation(argc, argv);
   // "hvpm:emulated[:key=value,...]": the real HVPM driver over the in-process emulator.
   meltrig::rig::HvpmMonitor::set_emulator_factory(&meltrig::fixtures::make_emulated_hvpm);
+  // "ykush:emulated[:...]", "uhub:emulated[:...]": the real hub drivers over in-process emulators.
+  meltrig::rig::YkushHub::set_emulator_factory(&meltrig::fixtures::make_emulated_ykush);
+  meltrig::rig::UsbHub::set_emulator_factory(&meltrig::fixtures::make_emulated_uhub);
 
   CLI::App app{"meltrig: hardware-in-the-loop energy measurement of on-device LLMs"};
   app.set_version_flag("--version", std::string(MELTRIG_VERSION));
@@ -44,6 +49,7 @@ int main(int argc, char** argv) {
   add_devices(app, cmds);
   add_inspect(app, cmds);
   add_analyze(app, cmds);
+  add_sync(app, cmds);
   add_export(app, cmds);
   add_import(app, cmds);
   add_relay(app, cmds);

@@ -43,7 +43,7 @@ TEST_CASE("registry: every driver is listed once with find and exactly one maker
   for (const auto& d : rig::drivers()) {
     CHECK(std::find(names.begin(), names.end(), std::string(d.name)) == names.end());
     names.emplace_back(d.name);
-    CHECK((d.kind == "monitor" || d.kind == "relay"));
+    CHECK((d.kind == "monitor" || d.kind == "relay" || d.kind == "hub"));
     CHECK((d.make_monitor != nullptr) != (d.make_relay != nullptr));
     CHECK((d.kind == "monitor") == (d.make_monitor != nullptr));
     CHECK(static_cast<bool>(d.find));

@@ -56,20 +56,6 @@ Result<targets::MarkerLog> read_runner_markers(const std::filesystem::path& path
   return dataset::read_markers(path, name);
 }
 
-ClockMap provisional_identity_map(const targets::MarkerLog& log, double bound_s) {
-  std::int64_t zero = 0;
-  if (!log.clocks.empty()) {
-    zero = log.clocks.front().mono_ns;
-  } else if (!log.events.empty()) {
-    zero = log.events.front().t_ns;
-  }
-  std::string clock = log.clock;
-  return [zero, clock, bound_s](std::string_view c, std::int64_t ns) -> std::optional<MappedTime> {
-    if (c != clock) return std::nullopt;
-    return MappedTime{static_cast<double>(ns - zero) * 1e-9, bound_s};
-  };
-}
-
 Result<AnalysisInputs> inputs_from_capture(const std::filesystem::path& path, const ClockMap& map,
                                            double jitter_s) {
   auto reader = dataset::CaptureReader::open(path);

@@ -2,6 +2,7 @@
 // the samples, refines token boundaries and assembles the results (run.hpp).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "meltrig/analysis/run.hpp"
@@ -192,6 +193,30 @@ void fill_rates(RepResult& rr, const RepPlan& p) {
 
 }  // namespace
 
+namespace {
+
+/// Tokens whose window touches a gap are analysed and flagged (touches_gap); one warning names
+/// how many and the first one's position.
+void gap_warning(RunResult& run) {
+  std::size_t n = 0;
+  const TokenResult* first = nullptr;
+  for (const TokenResult& t : run.tokens) {
+    if (!t.stats.touches_gap()) continue;
+    ++n;
+    if (first == nullptr) first = &t;
+  }
+  if (first == nullptr) return;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%zu token(s) touch a gap in the power trace (first: repetition %d token %lld, "
+                "%.6f-%.6f s, %llu missing samples); their energy covers the valid samples only",
+                n, first->repetition, static_cast<long long>(first->index), first->start_s,
+                first->end_s, static_cast<unsigned long long>(first->stats.missing_samples));
+  run.warnings.push_back(buf);
+}
+
+}  // namespace
+
 Result<RunAnalysis> analyze_run(const SampleSeries& samples, std::span<const Event> events,
                                 const RunConfig& cfg, std::span<const Window> extra) {
   if (!(samples.rate_hz > 0.0)) return make_error(Errc::invalid_argument, "sample rate not > 0");
@@ -235,6 +260,7 @@ Result<RunAnalysis> analyze_run(const SampleSeries& samples, std::span<const Eve
   }
   out.run.baseline_w = mean_of(bases);
   out.run.baseline_sd_w = sd_of(bases);
+  gap_warning(out.run);
   for (std::size_t k = l.extra0; k < l.windows.size(); ++k)
     out.extra_stats.push_back(wi.window(k));
   return out;

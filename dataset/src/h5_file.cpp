@@ -25,15 +25,6 @@ std::string range_text(std::uint64_t first, std::uint64_t n) {
   return "rows [" + std::to_string(first) + ", " + std::to_string(first + n) + ") of";
 }
 
-Result<Datatype> vlen_string_type() {
-  Datatype type{H5Tcopy(H5T_C_S1)};
-  if (!type.valid() || H5Tset_size(type.get(), H5T_VARIABLE) < 0 ||
-      H5Tset_cset(type.get(), H5T_CSET_UTF8) < 0) {
-    return Error{Errc::file_error, "cannot make an HDF5 string type: " + innermost_error()};
-  }
-  return type;
-}
-
 // Creates a scalar or 1-D attribute and writes `data` (nullptr: nothing to write, an empty array).
 Result<void> create_and_write_attribute(hid_t obj, const std::string& name, hid_t file_type,
                                         hid_t mem_type, hid_t space, const void* data) {
@@ -47,6 +38,15 @@ Result<void> create_and_write_attribute(hid_t obj, const std::string& name, hid_
 }
 
 }  // namespace
+
+Result<Datatype> vlen_string_type() {
+  Datatype type{H5Tcopy(H5T_C_S1)};
+  if (!type.valid() || H5Tset_size(type.get(), H5T_VARIABLE) < 0 ||
+      H5Tset_cset(type.get(), H5T_CSET_UTF8) < 0) {
+    return Error{Errc::file_error, "cannot make an HDF5 string type: " + innermost_error()};
+  }
+  return type;
+}
 
 void silence_errors() {
   thread_local bool silenced = false;

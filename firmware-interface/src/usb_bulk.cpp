@@ -7,7 +7,10 @@
 #include <climits>
 #include <cstdio>
 
+#include "libusb_common.hpp"
+
 namespace meltrig::fw {
+using namespace detail;
 namespace {
 
 // bmRequestType: vendor request, recipient device, OUT (0x40) or IN (0xC0).
@@ -19,68 +22,6 @@ static_assert(kVendorOut ==
 static_assert(kVendorIn ==
               (static_cast<int>(LIBUSB_REQUEST_TYPE_VENDOR) |
                static_cast<int>(LIBUSB_RECIPIENT_DEVICE) | static_cast<int>(LIBUSB_ENDPOINT_IN)));
-
-// libusb reads a timeout of 0 as "forever": every call here has a real deadline instead.
-unsigned int timeout_ms(std::chrono::milliseconds t) {
-  return static_cast<unsigned int>(std::clamp<long long>(t.count(), 1, INT_MAX));
-}
-
-std::string hex4(std::uint16_t v) {
-  char b[8];
-  std::snprintf(b, sizeof b, "%04x", v);
-  return b;
-}
-
-std::string vidpid(std::uint16_t vid, std::uint16_t pid) {
-  return hex4(vid) + ":" + hex4(pid);
-}
-
-// Reads string descriptor `index` as ASCII; empty when the device has none or it cannot be read.
-std::string read_string(libusb_device_handle* h, std::uint8_t index) {
-  if (index == 0) return {};
-  unsigned char buf[256];
-  int n = libusb_get_string_descriptor_ascii(h, index, buf, sizeof buf);
-  if (n <= 0) return {};
-  return std::string(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
-}
-
-std::string libusb_message(int rc) {
-  std::string s = libusb_error_name(rc);
-  if (rc == LIBUSB_ERROR_ACCESS) {
-    s += " (no permission: a udev rule granting access to the device is needed)";
-  } else if (rc == LIBUSB_ERROR_BUSY) {
-    s += " (another program or kernel driver holds the interface)";
-  } else if (rc == LIBUSB_ERROR_PIPE) {
-    s += " (the device stalled the request: unsupported or refused)";
-  }
-  return s;
-}
-
-/// A libusb context and device list that clean up after themselves.
-struct DeviceList {
-  libusb_context* ctx = nullptr;
-  libusb_device** list = nullptr;
-  ssize_t count = 0;
-  ~DeviceList() {
-    if (list) libusb_free_device_list(list, 1);
-    if (ctx) libusb_exit(ctx);
-  }
-  Result<void> load() {
-    int rc = libusb_init(&ctx);
-    if (rc != 0) {
-      ctx = nullptr;
-      return make_error(Errc::io_error, "libusb: cannot initialise: " + libusb_message(rc));
-    }
-    count = libusb_get_device_list(ctx, &list);
-    if (count < 0) {
-      int err = static_cast<int>(count);
-      count = 0;
-      list = nullptr;
-      return make_error(Errc::io_error, "libusb: cannot list devices: " + libusb_message(err));
-    }
-    return {};
-  }
-};
 
 }  // namespace
 
@@ -103,8 +44,8 @@ Result<std::vector<UsbDeviceInfo>> list_usb_devices(std::uint16_t vid, std::uint
   DeviceList dl;
   if (auto r = dl.load(); !r) return r.error();
   std::vector<UsbDeviceInfo> out;
-  for (ssize_t i = 0; i < dl.count; ++i) {
-    libusb_device* dev = dl.list[i];
+  for (ssize_t i = 0; i < dl.devices.count; ++i) {
+    libusb_device* dev = dl.devices.list[i];
     libusb_device_descriptor d{};
     if (libusb_get_device_descriptor(dev, &d) != 0) continue;
     if (d.idVendor != vid || d.idProduct != pid) continue;
@@ -134,17 +75,11 @@ Result<std::unique_ptr<LibusbTransport>> LibusbTransport::open(
   const std::string what =
       "USB device " + vidpid(vid, pid) + (serial ? " with serial number " + *serial : "");
   std::unique_ptr<LibusbTransport> t(new LibusbTransport());
-  int rc = libusb_init(&t->ctx_);
-  if (rc != 0) {
-    t->ctx_ = nullptr;
-    return make_error(Errc::io_error, "libusb: cannot initialise: " + libusb_message(rc));
-  }
-  libusb_device** list = nullptr;
-  ssize_t count = libusb_get_device_list(t->ctx_, &list);
-  if (count < 0) {
-    return make_error(Errc::io_error,
-                      "libusb: cannot list devices: " + libusb_message(static_cast<int>(count)));
-  }
+  DeviceArray devices;
+  if (auto r = start_and_list(t->ctx_, devices); !r) return r.error();
+  libusb_device** list = devices.list;
+  const ssize_t count = devices.count;
+  int rc = 0;
   // Remember why a matching device could not be used, so "not found" is only said when true.
   std::optional<Error> refused;
   int matches = 0;
@@ -154,25 +89,19 @@ Result<std::unique_ptr<LibusbTransport>> LibusbTransport::open(
     if (libusb_get_device_descriptor(dev, &d) != 0) continue;
     if (d.idVendor != vid || d.idProduct != pid) continue;
     ++matches;
-    libusb_device_handle* h = nullptr;
-    rc = libusb_open(dev, &h);
-    if (rc != 0) {
-      refused = make_error(libusb_errc(rc) == Errc::port_gone ? Errc::port_gone : Errc::io_error,
-                           what + ": cannot open: " + libusb_message(rc));
+    auto o = open_if_serial(dev, d.iSerialNumber, serial);
+    if (!o) {
+      refused = make_error(o.error().code, what + ": " + o.error().message);
       continue;
     }
-    std::string sn = read_string(h, d.iSerialNumber);
-    if (serial && sn != *serial) {
-      libusb_close(h);
-      continue;
-    }
-    t->handle_ = h;
-    t->serial_ = sn;
+    if (!*o) continue;
+    t->handle_ = (*o)->handle;
+    t->serial_ = (*o)->serial;
+    const std::string& sn = t->serial_;
     t->name_ = "usb " + vidpid(vid, pid) + " bus " + std::to_string(libusb_get_bus_number(dev)) +
                " address " + std::to_string(libusb_get_device_address(dev)) +
                (sn.empty() ? "" : " serial " + sn);
   }
-  libusb_free_device_list(list, 1);
   if (!t->handle_) {
     if (refused) return *refused;
     return make_error(Errc::not_found,

@@ -8,6 +8,7 @@
 #include "meltrig/rig/ppk2_monitor.hpp"
 #include "meltrig/rig/serial_relays.hpp"
 #include "meltrig/rig/synthetic_monitor.hpp"
+#include "meltrig/rig/usb_hubs.hpp"
 
 namespace meltrig::rig {
 namespace {
@@ -23,6 +24,10 @@ const DriverEntry kDrivers[] = {
      &LcusRelay::make},
     {"icstation", "relay", "ICStation ICSE012A/013A/014A serial relay, write-only",
      &IcstationRelay::find, nullptr, &IcstationRelay::make},
+    {"ykush", "hub", "Yepkit YKUSH/YKUSH3 switchable USB hub (HID reports), ports read back",
+     &YkushHub::find, nullptr, &YkushHub::make},
+    {"uhub", "hub", "USB hub with per-port power switching (hub-class requests, both USB 3 halves)",
+     &UsbHub::find, nullptr, &UsbHub::make},
     {"synthetic", "monitor", "in-process source replaying LVPM-framed packets at any rate",
      &SyntheticMonitor::find, &SyntheticMonitor::make, nullptr},
 };
@@ -121,9 +126,9 @@ Result<std::unique_ptr<Monitor>> make_monitor(const DeviceSpec& spec) {
 Result<std::unique_ptr<Relay>> make_relay(const DeviceSpec& spec) {
   const DriverEntry* d = find_driver(spec.driver);
   if (!d || !d->make_relay) {
-    return make_error(
-        Errc::invalid_argument,
-        "\"" + spec.driver + "\" is not a relay driver (relays: " + names_of("relay") + ")");
+    return make_error(Errc::invalid_argument,
+                      "\"" + spec.driver + "\" is not a relay or hub driver (relays: " +
+                          names_of("relay") + "; hubs: " + names_of("hub") + ")");
   }
   return d->make_relay(spec);
 }

@@ -18,6 +18,7 @@ Result<std::unique_ptr<RoutedRelay>> RoutedRelay::open(std::unique_ptr<Relay> re
                                                        std::vector<int> safe_on) {
   auto info = relay->open();
   if (!info) return info.error();
+  if (safe_on.empty()) safe_on = info->safe_on;  // the driver's safe state (hubs: all ports on)
   auto check = [&](int ch, const char* what) -> Result<void> {
     if (ch >= 1 && ch <= info->channels) return {};
     return make_error(Errc::invalid_argument,
@@ -63,6 +64,16 @@ Result<void> RoutedRelay::restore() {
   relay_->close();
   restored_ = r;
   return r;
+}
+
+std::string commanded_text(const Relay& relay) {
+  const auto c = relay.commanded();
+  if (c.empty()) return "no channels";
+  std::string s;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    s += (i ? ", " : "") + std::to_string(i + 1) + (c[i] ? (*c[i] ? " on" : " off") : " unknown");
+  }
+  return s;
 }
 
 std::string RoutedRelay::safe_state_text() const {

@@ -21,10 +21,4 @@ Result<AnalysisInputs> inputs_from_capture(const std::filesystem::path& path, co
 /// (invalid_argument naming the file when there is none).
 Result<targets::MarkerLog> read_runner_markers(const std::filesystem::path& path);
 
-/// PROVISIONAL, not a sync: takes the device time of the log's first clock triple (else its first
-/// event) as monitor second 0 and counts device time as monitor time, with `bound_s` as the
-/// claimed error. Right only for a runner started with the capture on a drift-free clock (the
-/// simulated bench); stands in until the sync library's map is wired.
-ClockMap provisional_identity_map(const targets::MarkerLog& log, double bound_s);
-
 }  // namespace meltrig::analysis

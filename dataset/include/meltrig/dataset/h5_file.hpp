@@ -123,6 +123,9 @@ Result<void> write_string_array_attribute(hid_t obj, const std::string& name,
 Result<void> write_int64_array_attribute(hid_t obj, const std::string& name,
                                          std::span<const std::int64_t> values);
 
+/// The variable-length UTF-8 string type (attributes and string datasets).
+Result<Datatype> vlen_string_type();
+
 /// A fixed-length UTF-8 string type of `size` bytes, NUL-padded.
 Result<Datatype> fixed_string_type(std::size_t size);
 

@@ -43,7 +43,7 @@ struct Candidate {
 /// One driver's entry. Exactly one of make_monitor / make_relay is set.
 struct DriverEntry {
   std::string_view name;
-  std::string_view kind;  ///< "monitor" or "relay"
+  std::string_view kind;  ///< "monitor", "relay" or "hub" (a hub is a Relay: make_relay)
   std::string_view description;
   std::vector<Candidate> (*find)(std::span<const fw::PortInfo> ports);
   Result<std::unique_ptr<Monitor>> (*make_monitor)(const DeviceSpec& spec);
@@ -56,7 +56,7 @@ std::span<const DriverEntry> drivers();
 const DriverEntry* find_driver(std::string_view name);
 /// Makes a monitor from a spec; invalid_argument for unknown drivers or relay drivers.
 Result<std::unique_ptr<Monitor>> make_monitor(const DeviceSpec& spec);
-/// Makes a relay from a spec; invalid_argument for unknown drivers or monitor drivers.
+/// Makes a relay or switchable hub from a spec; invalid_argument for unknown or monitor drivers.
 Result<std::unique_ptr<Relay>> make_relay(const DeviceSpec& spec);
 /// Asks every driver which of `ports` it may drive.
 std::vector<Candidate> find_candidates(std::span<const fw::PortInfo> ports);

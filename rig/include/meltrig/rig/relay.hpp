@@ -17,6 +17,9 @@ struct RelayInfo {
   int channels = 0;         ///< channels are numbered 1..channels
   bool active_low = false;  ///< the board's coil logic (handled by the driver)
   bool read_back = false;   ///< the board can report its state
+  /// Channels on in the driver's safe state: none for relay boards; every port for switchable
+  /// USB hubs unless their spec says safe=off (docs/hubs.md).
+  std::vector<int> safe_on = {};
 };
 
 /// A relay board. Not thread-safe. Channel numbers are 1-based, as printed on boards.
@@ -39,7 +42,8 @@ Result<void> route_exclusive(Relay& relay, int channel);
 
 /// Puts a relay into its safe state (all channels off, unless configured otherwise) when it goes
 /// out of scope: on a normal end, an error return, or after SIGINT/SIGTERM have turned into a
-/// normal return through the CLI's interrupt flag.
+/// normal return through the CLI's interrupt flag. For a hub pass RelayInfo::safe_on. A safe
+/// state with every channel on is entered with set_all(true), never through all-off.
 class RelaySafeState {
  public:
   /// `safe_on` lists the channels that are on in the safe state (default: none).

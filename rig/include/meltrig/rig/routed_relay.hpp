@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -14,6 +15,10 @@
 #include "meltrig/rig/relay.hpp"
 
 namespace meltrig::rig {
+
+/// What `relay` was last told, for run logs: "1 on, 2 off, 3 unknown" (unknown: never commanded,
+/// or a command whose outcome is not known); "no channels" before open().
+std::string commanded_text(const Relay& relay);
 
 /// Owns a relay routed exclusively to one channel, and restores its safe state on destruction.
 /// Not movable (the safe-state guard points at the relay): hold it by unique_ptr.
@@ -23,7 +28,8 @@ class RoutedRelay {
   /// see the overload below.
   static Result<std::unique_ptr<RoutedRelay>> open(std::string_view spec, int channel,
                                                    std::vector<int> safe_on = {});
-  /// Opens `relay`, checks `channel` and every `safe_on` channel against its channel count
+  /// Opens `relay`, takes the driver's safe state (RelayInfo::safe_on) when `safe_on` is empty,
+  /// checks `channel` and every `safe_on` channel against its channel count
   /// (invalid_argument before anything is switched), arms the safe state, then routes. If
   /// routing fails the safe state is restored before the error is returned (its message then
   /// also says whether that restore worked).
