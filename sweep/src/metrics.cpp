@@ -2,35 +2,46 @@
 // called here and only here.
 #include "meltrig/sweep/metrics.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
 
 #include "meltrig/analysis/analysis.hpp"
 #include "meltrig/analysis/capture_inputs.hpp"
+#include "meltrig/analysis/store.hpp"
+#include "meltrig/sync/file_sync.hpp"
 
 namespace meltrig::sweep {
 
 rig::RunMetrics analyse_run(const std::filesystem::path& file, const rig::Plan& plan) {
   rig::RunMetrics m;
-  m.sync_method = "provisional-identity";
-  // Until the sync library's file-level sync lands on main, the provisional identity map (the
-  // device time of the runner's first clock triple is monitor second 0: right on the simulated
-  // bench, not a sync) with a 1 ms bound, as `meltrig analyze` does.
-  constexpr double kProvisionalBound = 1e-3;
-  m.sync_bound_s = kProvisionalBound;
   const double nan = std::nan("");
-  m.tok_s = m.j_per_token = m.j_per_token_net = m.baseline_w = nan;
-  auto log = analysis::read_runner_markers(file);
-  if (!log) return m.error = log.error().describe(), m;
-  auto map = analysis::provisional_identity_map(*log, kProvisionalBound);
-  auto in = analysis::inputs_from_capture(file, map);
+  m.tok_s = m.j_per_token = m.j_per_token_net = m.baseline_w = m.sync_bound_s = nan;
+  // The sync library's map from the file (as `meltrig analyze` does): stored in /sync, and the
+  // result in /analysis, once the analysis succeeded.
+  auto s = sync::sync_file(file);
+  if (!s) return m.error = s.error().describe(), m;
+  m.sync_method = s->method;
+  double bound = 0;
+  auto in = analysis::inputs_from_capture(
+      file, [&](std::string_view clock, std::int64_t ns) -> std::optional<analysis::MappedTime> {
+        auto t = s->monitor_seconds(clock, ns);
+        if (!t) return std::nullopt;
+        bound = std::max(bound, t->second);
+        return analysis::MappedTime{t->first, t->second};
+      });
   if (!in) return m.error = in.error().describe(), m;
+  m.sync_bound_s = bound;
   analysis::AnalysisConfig cfg;
   cfg.run.baseline.window_s = plan.baseline.window_s;
   cfg.run.baseline.guard_s = plan.baseline.guard_s;
   auto a = analysis::analyze(*in, cfg);
   if (!a) return m.error = a.error().describe(), m;
+  nlohmann::json j = analysis::to_json(*a);
+  j["sync"] = s->to_json();
+  if (auto w = sync::store(file, *s); !w) return m.error = w.error().describe(), m;
+  if (auto w = analysis::store(file, *a, j); !w) return m.error = w.error().describe(), m;
   double tokens = 0, decode_s = 0, gross = 0, net = 0;
   for (const analysis::RepResult& r : a->run.reps) {
     tokens += static_cast<double>(r.output_tokens);
