@@ -37,6 +37,7 @@ rig::RunMetrics analyse_run(const std::filesystem::path& file, const rig::Plan& 
   cfg.run.baseline.window_s = plan.baseline.window_s;
   cfg.run.baseline.guard_s = plan.baseline.guard_s;
   auto a = analysis::analyze(*in, cfg);
+  in = Error{Errc::cancelled, ""};  // the capture is closed before anything is stored
   if (!a) return m.error = a.error().describe(), m;
   nlohmann::json j = analysis::to_json(*a);
   j["sync"] = s->to_json();
