@@ -93,5 +93,7 @@ void add_import(CLI::App& app, Commands& cmds);
 void add_relay(CLI::App& app, Commands& cmds);
 void add_emulate_relays(CLI::App& emulate, Commands& cmds);
 void add_view(CLI::App& app, Commands& cmds);
+void add_sweep(CLI::App& app, Commands& cmds);
+void add_catalog(CLI::App& app, Commands& cmds);
 
 }  // namespace meltrig::cli

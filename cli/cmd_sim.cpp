@@ -14,6 +14,7 @@
 
 #include "cli_common.hpp"
 #include "meltrig/fixtures/sim_bench.hpp"
+#include "meltrig/fixtures/sim_sweep.hpp"
 #include "meltrig/rig/lvpm_monitor.hpp"
 #include "meltrig/rig/session.hpp"
 
@@ -21,7 +22,6 @@ namespace meltrig::cli {
 namespace {
 
 namespace sim = fixtures::sim;
-using std::chrono::milliseconds;
 
 struct SimArgs {
   std::string scenario;
@@ -31,42 +31,18 @@ struct SimArgs {
   bool quiet = false;
 };
 
-/// The session of the simulated bench: its runner starts with the capture, which lasts the
-/// world's duration; telemetry once per second of device time.
+/// The session of the simulated bench (fixtures::sim::fill_sim_session), routed by its relay.
 rig::SessionOptions session_options(const SimArgs& a, sim::Bench& b) {
   rig::SessionOptions so;
   so.capture.output = a.output;
-  so.capture.duration_s = b.world().duration_s();
-  so.capture.clock = &b.clock();
-  so.capture.monitor.output_voltage_v = b.world().supply_voltage_v();
   so.capture.on_progress = status_line(a.quiet);
   so.capture.root_attributes = invocation_attributes();
-  so.capture.root_attributes.push_back({"bench", std::string("simulated")});
   so.capture.root_attributes.push_back({"relay", b.relay_spec()});
   so.capture.root_attributes.push_back(
       {"relay_route_channel", static_cast<std::int64_t>(b.relay_channel())});
-  so.capture.root_attributes.push_back({"virtual_clock_speed", a.speed});
   so.relay = b.relay_spec();
   so.route = b.relay_channel();
-  so.target = &b.target();
-  so.runner.argv = {"sim-runner", "--markers", sim::kRunnerMarkers};
-  so.runner.markers = sim::kRunnerMarkers;
-  so.runner.launch_with_capture = true;
-  // The runner's last line is due by the end of the run: give it up to 2 s of device time.
-  so.runner.exit_grace = milliseconds(std::max<std::int64_t>(50, std::llround(2000.0 / a.speed)));
-  so.telemetry_period = milliseconds(std::max<std::int64_t>(1, std::llround(1000.0 / a.speed)));
-  so.probe_clock =
-      "host: the bench's virtual clock, ns (virtual_clock_speed x real time); true time t = "
-      "(host ns - epoch_ns) / 1e9";
-  so.target_attributes = [&b, speed = a.speed] {
-    return std::vector<dataset::Attribute>{{"epoch_ns", b.target().epoch_ns()},
-                                           {"virtual_clock_speed", speed}};
-  };
-  // /telemetry holds the world's complete reported series; what the sampler read goes beside.
-  so.telemetry_group = "telemetry_sampled";
-  so.markers_copy = a.output + ".markers";
-  // True time 0 is the capture's start, as the monitor's first sample is.
-  so.before_capture = [&b] { b.target().set_epoch(b.clock().now_ns()); };
+  sim::fill_sim_session(so, b.world(), b.target(), b.clock(), a.speed);
   return so;
 }
 

@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
   add_import(app, cmds);
   add_relay(app, cmds);
   add_view(app, cmds);
+  add_sweep(app, cmds);
+  add_catalog(app, cmds);
   auto* emulate = app.add_subcommand("emulate", "run a wire-level instrument emulator on a pty");
   emulate->require_subcommand(1);
   add_emulate_lvpm(*emulate, cmds);

@@ -308,6 +308,7 @@ std::variant<SessionResult, SessionError> Run::go() {
   start_capture(*info);
   drive_runner();
   finish_capture();
+  if (opt_.after_capture) opt_.after_capture();
   restore_relay();
   pull_markers();
   store();

@@ -64,6 +64,9 @@ struct SessionOptions {
   std::filesystem::path markers_copy;
   /// Called right before the capture starts (e.g. to set the simulated world's epoch).
   std::function<void()> before_capture;
+  /// Called once the capture has ended and its probes are taken, before the relay is restored and
+  /// the markers are pulled (e.g. to give USB power back to a device so its files can be read).
+  std::function<void()> after_capture;
   /// Called with the number of token markers seen so far while the runner runs (a live line).
   std::function<void(std::uint64_t)> on_tokens;
   /// Called once the target is prepared and the pushes are done: may rewrite the runner's argv
