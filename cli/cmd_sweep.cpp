@@ -12,6 +12,7 @@
 
 #include "cli_common.hpp"
 #include "meltrig/fixtures/sim_sweep.hpp"
+#include "meltrig/report/report.hpp"
 #include "meltrig/rig/sweep.hpp"
 #include "meltrig/rig/sweep_hardware.hpp"
 #include "meltrig/sweep/metrics.hpp"
@@ -50,10 +51,22 @@ std::function<void(const rig::SweepProgress&)> live_line(bool quiet) {
 /// The combined report of the sweep. HOOK: `meltrig report FILE...` (the report branch) is not
 /// on main yet; until it is, the report is the summary table written beside the catalog. Call
 /// the report library here, with every complete run's file, once it lands.
+/// summary.txt (the table) and report.html (meltrig report over every complete run's dataset,
+/// comparing the configurations); the report's path, or the summary's when no run is complete.
 Result<std::filesystem::path> combined_report(const std::filesystem::path& dir,
                                               const std::vector<rig::JournalEntry>& entries) {
-  const auto path = dir / "summary.txt";
-  if (auto w = rig::write_atomically(path, sweep::summary_table(entries)); !w) return w.error();
+  const auto summary = dir / "summary.txt";
+  if (auto w = rig::write_atomically(summary, sweep::summary_table(entries)); !w) return w.error();
+  std::vector<std::filesystem::path> files;
+  for (const rig::JournalEntry& e : entries)
+    if (e.state == rig::RunState::complete && !e.file.empty()) files.push_back(dir / e.file);
+  if (files.empty()) return summary;
+  report::ReportOptions ro;
+  ro.title = "meltrig sweep " + dir.filename().string();
+  auto html = report::build_report(files, ro);
+  if (!html) return html.error();
+  const auto path = dir / "report.html";
+  if (auto w = rig::write_atomically(path, *html); !w) return w.error();
   return path;
 }
 
