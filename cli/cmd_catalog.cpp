@@ -10,7 +10,7 @@ namespace {
 
 int merge(const std::vector<std::string>& files, const std::string& output) {
   std::vector<std::filesystem::path> paths(files.begin(), files.end());
-  auto t = rig::merge_catalogs(paths);
+  auto t = rig::merge_catalogs(paths, output);
   if (!t) return fail(t.error().describe());
   if (auto w = rig::write_atomically(output, rig::to_csv(*t)); !w)
     return fail(w.error().describe());

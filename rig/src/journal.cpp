@@ -320,7 +320,35 @@ Result<CsvTable> parse_csv(std::string_view text, const std::string& source) {
   return t;
 }
 
-Result<CsvTable> merge_catalogs(const std::vector<std::filesystem::path>& files) {
+namespace {
+
+/// `cell` (paths relative to `from`, `;`-separated) made relative to `to`.
+std::string rebase_paths(const std::string& cell, const std::filesystem::path& from,
+                         const std::filesystem::path& to) {
+  std::string out, item;
+  std::istringstream in(cell);
+  while (std::getline(in, item, ';')) {
+    if (item.empty()) continue;
+    const auto abs = std::filesystem::absolute(from / item).lexically_normal();
+    if (!out.empty()) out += ';';
+    out += abs.lexically_relative(std::filesystem::absolute(to).lexically_normal()).string();
+  }
+  return out;
+}
+
+void rebase_row(std::vector<std::string>& row, const std::vector<std::string>& header,
+                const std::filesystem::path& from, const std::filesystem::path& to) {
+  for (const char* name : {"file", "partials"}) {
+    const auto c =
+        static_cast<std::size_t>(std::find(header.begin(), header.end(), name) - header.begin());
+    if (c < row.size() && !row[c].empty()) row[c] = rebase_paths(row[c], from, to);
+  }
+}
+
+}  // namespace
+
+Result<CsvTable> merge_catalogs(const std::vector<std::filesystem::path>& files,
+                                const std::filesystem::path& output) {
   CsvTable out;
   std::map<std::string, std::pair<std::size_t, std::string>> seen;  // run id -> row, file
   for (const auto& f : files) {
@@ -343,6 +371,7 @@ Result<CsvTable> merge_catalogs(const std::vector<std::filesystem::path>& files)
       return Error{Errc::invalid_argument,
                    f.string() + ": not a sweep catalog (no run_id/state column)"};
     for (auto& row : t->rows) {
+      if (!output.empty()) rebase_row(row, out.header, f.parent_path(), output.parent_path());
       const std::string id = row[static_cast<std::size_t>(id_col)];
       auto it = seen.find(id);
       if (it == seen.end()) {

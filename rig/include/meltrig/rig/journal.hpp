@@ -82,7 +82,10 @@ Result<CsvTable> parse_csv(std::string_view text, const std::string& source);
 std::string to_csv(const CsvTable& t);
 
 /// Merges shard catalogs into one: same header, rows by run order. A run in two files is an
-/// error naming both, unless only one of them is complete (that one is kept).
-Result<CsvTable> merge_catalogs(const std::vector<std::filesystem::path>& files);
+/// error naming both, unless only one of them is complete (that one is kept). With `output` (the
+/// merged catalog's path), the `file` and `partials` paths, relative to each shard's directory,
+/// are rewritten relative to the merged catalog's directory, so they still name the datasets.
+Result<CsvTable> merge_catalogs(const std::vector<std::filesystem::path>& files,
+                                const std::filesystem::path& output = {});
 
 }  // namespace meltrig::rig
