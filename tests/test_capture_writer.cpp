@@ -278,8 +278,9 @@ int run_python(const fs::path& dir, const std::string& script, const std::string
   const fs::path py = dir / ("check_" + std::to_string(counter++) + ".py");
   const fs::path out = dir / "python.log";
   std::ofstream(py) << script;
-  const std::string cmd = std::string(kPython) + " -E -s '" + py.string() + "' " + args + " > '" +
-                          out.string() + "' 2>&1";
+  std::string cmd(kPython);  // appended, not chained: GCC 12 -O2 misreads `string&& + ...` bounds
+  cmd.append(" -E -s '").append(py.string()).append("' ").append(args);
+  cmd.append(" > '").append(out.string()).append("' 2>&1");
   const int rc = std::system(cmd.c_str());
   std::ifstream in(out);
   std::stringstream ss;
@@ -467,7 +468,7 @@ print("ok")
                "'" + file.string() + "'");
 }
 
-TEST_CASE("CaptureWriter: missing samples are NaN/0 and listed; calibration and counters kept") {
+TEST_CASE("CaptureWriter: missing samples are NaN/0 and listed, calibration and counters kept") {
   TempDir dir;
   const fs::path file = dir.path / "gaps.h5";
   {
@@ -600,7 +601,8 @@ TEST_CASE("CaptureWriter: end_reason is truncated to 256 bytes at a UTF-8 bounda
   TempDir dir;
   const fs::path file = dir.path / "reason.h5";
   // 255 ASCII bytes then "é" (2 bytes): cutting at 256 would split it, so it is dropped.
-  const std::string reason = std::string(255, 'x') + "\xC3\xA9" + "tail";
+  std::string reason(255, 'x');
+  reason.append("\xC3\xA9").append("tail");
   {
     auto w = CaptureWriter::create(file, test_layout(16));
     REQUIRE(w.ok());
@@ -701,7 +703,7 @@ print("ok")
 
 }  // namespace
 
-TEST_CASE("CaptureWriter: SWMR readers see flushed rows while writing; destructor keeps state") {
+TEST_CASE("CaptureWriter: SWMR readers see flushed rows while writing, destructor keeps state") {
   TempDir dir;
   const fs::path file = dir.path / "live.h5";
   ChildWriter child(file, /*crash=*/false);
@@ -831,7 +833,7 @@ struct SmallTmpfs {
 
 }  // namespace
 
-TEST_CASE("CaptureWriter: disk full ends with a clear error; every flushed sample stays readable") {
+TEST_CASE("CaptureWriter: disk full ends with a clear error, every flushed sample stays readable") {
   TempDir dir;
   SmallTmpfs disk(dir.path / "small", "2M");
   if (!disk.mounted()) {
@@ -1139,7 +1141,7 @@ TEST_CASE("CaptureWriter: bad calls are invalid_argument and change nothing") {
   CHECK(read_1d<std::uint64_t>(f.get(), "/monitor/counters") == std::vector<std::uint64_t>(7, 0));
 }
 
-TEST_CASE("CaptureWriter: moves keep writing to the same file; move-assign closes the old one") {
+TEST_CASE("CaptureWriter: moves keep writing to the same file, move-assign closes the old one") {
   TempDir dir;
   const fs::path a = dir.path / "a.h5";
   const fs::path b = dir.path / "b.h5";
