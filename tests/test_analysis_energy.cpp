@@ -81,7 +81,7 @@ TEST_CASE("analysis energy: a gap is counted, skipped and flagged, never read as
   CHECK(wi.window(2).energy_j == doctest::Approx(4.0));
 }
 
-TEST_CASE("analysis energy: absent samples between chunks are a gap; going back is refused") {
+TEST_CASE("analysis energy: absent samples between chunks are a gap, going back is refused") {
   const double rate = 10.0;
   std::vector<float> a(11, 2.0f), b(10, 2.0f);
   an::WindowIntegrator wi(rate, {{0.0, 3.0}});

@@ -973,7 +973,7 @@ TEST_CASE("meltrig export: raw CSV of every sample, exact times and values, NaN 
   CHECK(meltrig::test::read_file(out) == run.out);
 }
 
-TEST_CASE("meltrig export: --from inclusive, --to exclusive, clamped; --channels in given order") {
+TEST_CASE("meltrig export: --from inclusive, --to exclusive, clamped, --channels in given order") {
   TempDir dir;
   const fs::path file = dir / "gappy.h5";
   write_gappy(file);

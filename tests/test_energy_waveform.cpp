@@ -102,7 +102,7 @@ TEST_CASE("energy: NaN samples are skipped with the intervals they touch, and co
   CHECK(two.missing_samples == 2);
 }
 
-TEST_CASE("energy: the window is clamped to the data; empty or invalid windows give zero") {
+TEST_CASE("energy: the window is clamped to the data, empty or invalid windows give zero") {
   auto p = constant_trace(11, 2.0f);  // 10 Hz, t = 0 .. 1 s
   auto all = integrate_power(p, 10.0, -5.0, 50.0);
   CHECK(all.seconds == doctest::Approx(1.0));

@@ -484,7 +484,7 @@ TEST_CASE("hub safe state: every port powered on every exit path, configurable")
   }
 }
 
-TEST_CASE("meltrig relay drives an emulated hub; meltrig devices lists the hub drivers") {
+TEST_CASE("meltrig relay drives an emulated hub, meltrig devices lists the hub drivers") {
   test::TempDir dir;
   const auto log = dir / "hub.log";
   test::Process p({test::cli(), "relay", "uhub:emulated:ports=4,log=" + log.string(), "hold", "2",

@@ -569,7 +569,7 @@ TEST_CASE("hvpm sequencer: a dropped count that runs ahead of the clock is ignor
   CHECK(g.counters().device_dropped == 10);
 }
 
-TEST_CASE("hvpm sequencer: 16 lost packets are found from elapsed time; a stall is not a loss") {
+TEST_CASE("hvpm sequencer: 16 lost packets are found from elapsed time, a stall is not a loss") {
   hv::SampleSequencer s({});
   s.begin(0);
   std::uint64_t end = 0;
@@ -627,7 +627,7 @@ TEST_CASE("hvpm sequencer: 16 lost packets are found from elapsed time; a stall 
 // ---------------------------------------------------------------------------------------------
 // Transport and registry (no USB device exists here).
 
-TEST_CASE("hvpm usb: libusb starts; no 2ab9:0001 device is not_found; errors map apart") {
+TEST_CASE("hvpm usb: libusb starts, no 2ab9:0001 device is not_found, errors map apart") {
   auto list = fw::list_usb_devices(hv::kVendorId, hv::kProductId);
   REQUIRE_MESSAGE(list.ok(), (list.ok() ? "" : list.error().describe()));
   if (!list->empty()) {
@@ -1331,7 +1331,7 @@ TEST_CASE("hvpm capture: negative zero offsets, mean current within 0.1% of the 
   CHECK(worst > 1.0);
 }
 
-TEST_CASE("hvpm emulated: hvpm:emulated specs reach the real driver; the truth as JSON") {
+TEST_CASE("hvpm emulated: hvpm:emulated specs reach the real driver, the truth as JSON") {
   fixtures::HvpmEmulatorConfig def;  // the default EEPROM: both signs, non-zero aux words
   CHECK(def.main_adc.scales.fine_zero_offset < 0);
   CHECK(def.usb_adc.scales.coarse_zero_offset > 0);

@@ -879,7 +879,7 @@ TEST_CASE("lvpm codec: calibrator is ready only after both zero and reference ca
   CHECK_FALSE(only_ref.ready());
 }
 
-TEST_CASE("lvpm codec: calibration is the mean of the last 5 values; the 6th pushes the 1st out") {
+TEST_CASE("lvpm codec: calibration is the mean of the last 5 values, the 6th pushes the 1st out") {
   lv::Calibrator cal;
   const std::int16_t fine[] = {10, 20, 30, 40, 50, 60};
   const std::int16_t coarse[] = {101, 103, 105, 107, 109, 111};  // -> 100, 102, ..., 110

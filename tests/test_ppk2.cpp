@@ -910,7 +910,7 @@ TEST_CASE("ppk2 faults: 10 lost samples are counted exactly and later samples ke
   CHECK(rc == 0);
 }
 
-TEST_CASE("ppk2 faults: 1000 lost samples wrap the counter; elapsed time finds the wraps") {
+TEST_CASE("ppk2 faults: 1000 lost samples wrap the counter, elapsed time finds the wraps") {
   TempDir dir;
   auto cfg = stamped(dir);
   cfg.faults.drop_samples = {{50000, 1000}};  // 1000 = 15 x 64 + 40: the counter sees 40

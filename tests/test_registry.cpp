@@ -53,7 +53,7 @@ TEST_CASE("registry: every driver is listed once with find and exactly one maker
   CHECK(rig::find_driver("nope") == nullptr);
 }
 
-TEST_CASE("registry: find() names an LVPM by its USB product string; make() checks the spec") {
+TEST_CASE("registry: find() names an LVPM by its USB product string, make() checks the spec") {
   fw::PortInfo lvpm;
   lvpm.path = "/dev/ttyACM3";
   lvpm.transport = "usb";

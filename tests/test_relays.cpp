@@ -572,7 +572,7 @@ TEST_CASE("relay faults: what an ignoring relay looks like to each driver") {
 
 // --- registry and routing helper -----------------------------------------------------------------
 
-TEST_CASE("relay registry: find() says 'may be' by USB bridge; make() checks every option") {
+TEST_CASE("relay registry: find() says 'may be' by USB bridge, make() checks every option") {
   fw::PortInfo ch340;
   ch340.path = "/dev/ttyUSB0";
   ch340.transport = "usb";

@@ -207,7 +207,7 @@ TEST_CASE(
   CHECK_FALSE(std::filesystem::exists("/tmp/x"));
 }
 
-TEST_CASE("meltrig run: local target; the runner argv reaches it literally and probes bracket it") {
+TEST_CASE("meltrig run: local target, the runner argv reaches it literally and probes bracket it") {
   std::filesystem::remove("/tmp/x");
   TempDir dir;
   meltrig::test_targets::make_fake_sysfs(dir / "sysfs");

@@ -160,7 +160,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "sim bench: markers, telemetry and the truth land in the dataset; the seed decides the "
+    "sim bench: markers, telemetry and the truth land in the dataset, the seed decides the "
     "truth") {
   TempDir dir;
   std::string out, py;

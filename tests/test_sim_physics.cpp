@@ -150,7 +150,7 @@ TEST_CASE("sim physics: a step of device power reaches the monitor with the rail
   CHECK(ideal.power_w(e.actual_s + 1e-9) == 4.5);
 }
 
-TEST_CASE("sim physics: a busy chip starts at a low frequency step and climbs; idle falls back") {
+TEST_CASE("sim physics: a busy chip starts at a low frequency step and climbs, idle falls back") {
   Scenario s = parse_ok(quiet("background_bursts_per_s = 0\n"));
   World w = build(s, 5);
   const auto& dv = s.device.dvfs;

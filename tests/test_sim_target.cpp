@@ -276,7 +276,7 @@ TEST_CASE("sim target: MarkerTail and TelemetrySampler work against it") {
   }
 }
 
-TEST_CASE("sim target: paths cannot escape the scratch directory; other programs are refused") {
+TEST_CASE("sim target: paths cannot escape the scratch directory, other programs are refused") {
   TempDir dir;
   const auto world = phone_world();
   VirtualClock clock(50.0);

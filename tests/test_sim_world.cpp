@@ -171,7 +171,7 @@ TEST_CASE("sim scenario: unknown keys, wrong types and bad values are errors nam
   CHECK(no_dvfs.error().message.find("device.dvfs") != std::string::npos);
 }
 
-TEST_CASE("sim world: the same seed gives byte-identical truth and markers; another seed differs") {
+TEST_CASE("sim world: the same seed gives byte-identical truth and markers, another seed differs") {
   Scenario s = load("phone_llamacpp.toml");
   World a = build(s, 42);
   World b = build(s, 42);

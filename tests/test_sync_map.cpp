@@ -149,7 +149,7 @@ TEST_CASE("sync: probe bursts keep the lowest RTT and the true offset lies withi
   }
 }
 
-TEST_CASE("sync: an edge behind a 50 us rail is placed to a few us; tau comes from the edges") {
+TEST_CASE("sync: an edge behind a 50 us rail is placed to a few us, tau comes from the edges") {
   // 200 steps at 5 kHz, each at a random phase, through a first-order rail, point-sampled
   const double period = 200e-6, tau = 50e-6;
   std::mt19937_64 rng(7);

@@ -12,7 +12,7 @@
 using meltrig::dataset::trapezoid_area;
 using meltrig::dataset::TrapezoidSum;
 
-TEST_CASE("trapezoid: a ramp sampled at 4 Hz integrates exactly; NaN intervals are left out") {
+TEST_CASE("trapezoid: a ramp sampled at 4 Hz integrates exactly, NaN intervals are left out") {
   // p(t) = t W on [0, 2] s at 4 Hz: 9 samples, integral 2 J exactly (the rule is exact on lines).
   TrapezoidSum sum(4.0);
   for (int i = 0; i <= 8; ++i)

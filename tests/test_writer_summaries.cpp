@@ -344,7 +344,7 @@ void check_entry(const StoredEntry& got, const RefEntry& want) {
 
 }  // namespace
 
-TEST_CASE("writer summaries: 20 million samples; levels 20 and 24 match; bounded reads cover all") {
+TEST_CASE("writer summaries: 20 million samples, levels 20 and 24 match, bounded reads cover all") {
   TempDir dir;
   const fs::path file = dir / "long.h5";
   constexpr std::uint64_t kN = 20'000'000;
