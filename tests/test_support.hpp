@@ -71,6 +71,7 @@ class Process {
     }
   }
   void signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   /// Waits up to `timeout`; returns the exit code, 128+signal, or -1 on timeout (then kills it).
   int wait(std::chrono::seconds timeout = std::chrono::seconds(60)) {
     auto until = std::chrono::steady_clock::now() + timeout;
