@@ -81,10 +81,11 @@ with h5py.File(path, "r") as f:
     assert int(f["capture_state/state"][()]) == 1, "capture not complete"
     m = f["monitor"]
     n = int(f["capture_state/samples_written"][()])
-    assert n == want, ("samples", n, want)
-    assert len(m["gaps"]) == 0, ("gap rows", m["gaps"][:10])
     names = [x.decode() if isinstance(x, bytes) else x for x in m["counters"].attrs["names"]]
     k = dict(zip(names, (int(v) for v in m["counters"][:])))
+    print("rows=%d want=%d counters=%s" % (n, want, k))  # first, so a failure shows them too
+    assert n == want, ("samples", n, want)
+    assert len(m["gaps"]) == 0, ("gap rows", m["gaps"][:10])
     for name in ("missing_samples", "wrap_gaps", "inferred_gaps", "ring_overflow_samples"):
         assert k.get(name, 0) == 0, ("counter", name, k)
     cur = m["current"][:n]

@@ -84,6 +84,61 @@ TEST_CASE("wrap inference: a device stall whose catch-up takes 8 s is never take
   CHECK(c.longest_hold_ns >= 8'000 * kMs);
 }
 
+TEST_CASE(
+    "wrap inference: a catch-up in steps with 1 s pauses over 12 s is never taken for a loss") {
+  // An emulator and a capture that starve each other: the device falls 3 s behind, then works
+  // the backlog off in six steps of 0.5 s, each followed by a 1 s pause in which every read waits
+  // for its data at a flat, raised level. The hold lasts 15 s, longer than the horizon.
+  Feed f;
+  const std::uint32_t n = 12'500;  // 25 s
+  for (std::uint32_t k = 0; k < n; ++k) {
+    const std::int64_t t = static_cast<std::int64_t>(k) * kPeriodNs;
+    std::int64_t late = 0;
+    if (t >= 4'000 * kMs && t < 7'000 * kMs) late = t - 4'000 * kMs;
+    if (t >= 7'000 * kMs && t < 19'000 * kMs) {
+      const std::int64_t step = (t - 7'000 * kMs) / (2'000 * kMs),
+                         in = (t - 7'000 * kMs) % (2'000 * kMs);
+      late = 3'000 * kMs - step * 500 * kMs - std::min(in, 1'000 * kMs) / 2;
+    }
+    f.chunk(k, late);
+  }
+  f.finish();
+  REQUIRE(f.placed.size() == n);
+  for (std::uint32_t k = 0; k < n; ++k)
+    REQUIRE(f.shift(k) == 0);
+  CHECK(f.w.counters().wrap_gaps == 0);
+  CHECK(f.w.counters().inferred_gaps == 0);
+  CHECK(f.w.counters().longest_hold_ns >= 13'000 * kMs);
+}
+
+TEST_CASE("wrap inference: a PPK2-sized wrap lost under 3 ms of latency jitter is still found") {
+  // 100 kHz, a 64-sample wrap (6-bit counter), a 500-sample read every 5 ms arriving 0..3 ms late:
+  // ten wraps vanish unseen. The catch-up tolerance (5 ms) is far above the spread of the
+  // windowed minimum latency, so the flat raised level is decided at the horizon, in place.
+  fw::WrapConfig c;
+  c.rate_hz = 100'000.0;
+  c.wrap_samples = 64.0;
+  fw::WrapInference w(c);
+  std::mt19937_64 rng{11};
+  std::vector<fw::WrapPlacement> placed;
+  std::uint64_t lost = 0;
+  for (std::uint32_t k = 0; k < 4'000; ++k) {  // 20 s
+    if (k == 1'000) lost = 640;
+    const std::int64_t done = 1'000 * kMs + static_cast<std::int64_t>(k + 1) * 5 * kMs;
+    w.push(500ull * (k + 1) - lost, done + static_cast<std::int64_t>(rng() % (3 * kMs)), k);
+    w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
+  }
+  w.finish();
+  w.drain([&](const fw::WrapPlacement& p) { placed.push_back(p); });
+  REQUIRE(placed.size() == 4'000);
+  CHECK(placed[1'000].wrap_lost == 640);
+  CHECK_FALSE(placed[1'000].inferred);
+  for (std::uint32_t k = 0; k < 4'000; ++k)
+    REQUIRE(placed[k].offset + placed[k].wrap_lost == (k >= 1'000 ? 640u : 0u));
+  CHECK(w.counters().wrap_gaps == 1);
+  CHECK(w.counters().inferred_gaps == 0);
+}
+
 TEST_CASE("wrap inference: a loss the counter cannot see is decided only after the horizon") {
   Feed f;
   for (std::uint32_t k = 0; k < 1000; ++k)

@@ -84,6 +84,27 @@ WrapInference::Level WrapInference::recent_level(bool caught_up_only, int half) 
   return l;
 }
 
+bool WrapInference::coming_down(double level, double wrap) const {
+  // Each settle_ns / 2 window of the last horizon_ns (before the current one, whose level is
+  // `level`) has the minimum residual of its reads that waited; one well above `level` means the
+  // backlog was larger then, so it is still being worked off.
+  const double tol = std::max(0.5 * wrap, cfg_.catchup_tolerance_s * cfg_.rate_hz);
+  const std::int64_t half = cfg_.settle_ns / 2;
+  const std::int64_t newest = held_.back().arrival_ns;
+  std::int64_t window_begin = newest - 2 * half;
+  double window_min = std::numeric_limits<double>::infinity();
+  for (auto it = held_.rbegin(); it != held_.rend(); ++it) {
+    if (it->arrival_ns < newest - cfg_.horizon_ns) break;
+    if (it->arrival_ns > newest - half || !it->caught_up) continue;
+    for (; it->arrival_ns < window_begin; window_begin -= half) {
+      if (window_min > level + tol && std::isfinite(window_min)) return true;
+      window_min = std::numeric_limits<double>::infinity();
+    }
+    window_min = std::min(window_min, it->residual);
+  }
+  return std::isfinite(window_min) && window_min > level + tol;
+}
+
 void WrapInference::decide(bool at_end) {
   if (held_.empty()) return;
   const Held& last = held_.back();
@@ -115,7 +136,8 @@ void WrapInference::decide(bool at_end) {
   // Still coming down (a slow catch-up): not a loss yet, whatever its level.
   const Level before = recent_level(true, 1);
   const bool steady = before.evidence == 0 || waited.value >= before.value - 0.5 * wrap;
-  if (persisted && steady && waited.evidence >= cfg_.min_evidence) {
+  if (persisted && steady && waited.evidence >= cfg_.min_evidence &&
+      !coming_down(waited.value, wrap)) {
     const std::uint64_t shift = shift_of(waited.value);
     if (shift == 0)
       absorb();

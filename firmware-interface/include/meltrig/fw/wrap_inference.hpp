@@ -25,7 +25,11 @@ struct WrapConfig {
   std::int64_t horizon_ns = 10'000'000'000;
   std::int64_t floor_window_ns = 3'000'000'000;  ///< sliding window of the latency floor
   double wrap_threshold = 0.75;                  ///< excess (in wraps) that counts as one loss
-  std::int64_t gap_search_ns = 200'000'000;      ///< how far to look for the counter's gap
+  /// A level more than this (or half a wrap, if larger) below what it was earlier in the last
+  /// `horizon_ns` is a backlog still being worked off, not a loss: a device (or an emulator on a
+  /// starved host) that catches up in steps, with pauses between them.
+  double catchup_tolerance_s = 0.005;
+  std::int64_t gap_search_ns = 200'000'000;  ///< how far to look for the counter's gap
   std::size_t min_evidence = 10;  ///< caught-up chunks needed in the last half of settle_ns
   /// Memory bound: a hold of more than this many seconds of samples is decided with what is
   /// known (an `inferred` loss where that is not enough).
@@ -81,7 +85,9 @@ struct WrapEvidence {
 /// - as a loss once the residual has stayed up for `settle_ns` if the counter saw a loss in the
 ///   hold, else only after `horizon_ns`, and only with `min_evidence` reads that waited for their
 ///   data in the last settle_ns / 2 and a level no longer coming down (not more than half a wrap
-///   below the settle_ns / 2 before: a slow catch-up keeps the hold growing). The level is the
+///   below the settle_ns / 2 before, nor more than `catchup_tolerance_s` below any settle_ns / 2
+///   window of such reads in the last horizon_ns: a catch-up, however slow or stepwise, keeps the
+///   hold growing until its level has been flat for the horizon). The level is the
 ///   minimum of those reads' residuals; `wrap_threshold` of a wrap above
 ///   the floor counts as one wrap, more is rounded to the nearest wrap. The loss goes in the
 ///   first held chunk from which on every residual stays within half a wrap of the level, or in
@@ -140,6 +146,7 @@ class WrapInference {
   };
   void decide(bool at_end);
   Level recent_level(bool caught_up_only, int half) const;
+  bool coming_down(double level, double wrap) const;
   void absorb();
   void place_loss(double level, std::uint64_t shift, bool inferred, std::uint64_t uncertainty);
   void commit_front(std::size_t count, std::uint64_t shift);
