@@ -33,8 +33,13 @@ def main(path):
               f"{valid.sum()} valid")
         print(f"  mean current {np.nanmean(current):.6f} A, mean power {np.nanmean(power):.6f} W")
         print(f"  energy {np.nansum(power) / rate:.6f} J (valid samples x 1/rate)")
+        # Two counters describe the loss inference, not losses: late bursts it absorbed as host or
+        # device stalls, and the longest time data waited for that decision.
+        notes = {k: counters.pop(k) for k in ("stalls_absorbed", "longest_hold_ms") if k in counters}
         lost = {k: v for k, v in counters.items() if v}
         print(f"  losses: {lost if lost else 'none'}; gap rows: {len(m['gaps'])}")
+        print(f"  stalls absorbed: {notes.get('stalls_absorbed', 0)}, "
+              f"longest hold {notes.get('longest_hold_ms', 0)} ms")
         print(f"  calibration rows: {len(m['calibration'])}")
 
         # Runner markers, device telemetry and (simulated bench only) the ground truth, added
