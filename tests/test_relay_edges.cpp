@@ -176,93 +176,98 @@ const fs::path& toggled_run() {
 
 }  // namespace
 
-TEST_CASE("relay edges: USB toggles during a simulated capture are stored with the device's log") {
-  const Edges e = read_edges(toggled_run());
-  for (std::size_t i = 0; i < e.cmd.size(); ++i)
-    MESSAGE("edge " << i << ": host " << e.cmd[i] << " ack +" << e.ack[i] - e.cmd[i] << " rising "
-                    << e.rising[i] << " log " << e.log[i]);
-  REQUIRE(e.cmd.size() == 8);  // every toggle was made while the monitor captured
-  for (std::size_t i = 0; i < e.cmd.size(); ++i) {
-    CAPTURE(i);
-    CHECK(e.rising[i] == (i % 2 == 0 ? 0 : 1));  // restore first: the current steps down
-    CHECK(e.ack[i] >= e.cmd[i]);
-    CHECK(e.log[i] != kNoLog);
-    CHECK(e.res[i] == 4'000'000);  // the simulated device's window: 1 ms + up to 3 ms latency
-    if (i > 0) CHECK(e.log[i] > e.log[i - 1]);
+// One simulated run (a sweep of one run: ~3 s of wall time) shared by the subcases.
+TEST_CASE(
+    "relay edges: USB toggles during a simulated capture, stored, synced, checked against the "
+    "truth") {
+  SUBCASE("USB toggles during a simulated capture are stored with the device's log") {
+    const Edges e = read_edges(toggled_run());
+    for (std::size_t i = 0; i < e.cmd.size(); ++i)
+      MESSAGE("edge " << i << ": host " << e.cmd[i] << " ack +" << e.ack[i] - e.cmd[i] << " rising "
+                      << e.rising[i] << " log " << e.log[i]);
+    REQUIRE(e.cmd.size() == 8);  // every toggle was made while the monitor captured
+    for (std::size_t i = 0; i < e.cmd.size(); ++i) {
+      CAPTURE(i);
+      CHECK(e.rising[i] == (i % 2 == 0 ? 0 : 1));  // restore first: the current steps down
+      CHECK(e.ack[i] >= e.cmd[i]);
+      CHECK(e.log[i] != kNoLog);
+      CHECK(e.res[i] == 4'000'000);  // the simulated device's window: 1 ms + up to 3 ms latency
+      if (i > 0) CHECK(e.log[i] > e.log[i - 1]);
+    }
   }
-}
 
-TEST_CASE("relay edges: a map from relay edges alone is within its bound at every token") {
-  const fs::path& f = toggled_run();
-  sync::SyncDiagnostics diag;
-  const sync::FileSync s = relay_only(f, &diag);
-  CHECK(diag.relay_points == 8);
-  for (const sync::SyncPoint& p : s.monitor_evidence)
-    CHECK(p.kind == sync::EvidenceKind::relay_edge);
-  const MapCheck c = check_map(f, s);
-  MESSAGE("relay edges only (" << diag.relay_points << " points), " << c.tokens
-                               << " tokens: max error " << c.max_err_ns * 1e-3 << " us, bound "
-                               << c.min_bound_ns * 1e-3 << ".." << c.max_bound_ns * 1e-3
-                               << " us; method " << s.method);
-  CHECK(c.tokens == 48);
-  CHECK(c.outside_bound == 0);
-  CHECK(c.max_bound_ns < 10e6);  // the evidence is worth something: well under 10 ms
-}
+  SUBCASE("a map from relay edges alone is within its bound at every token") {
+    const fs::path& f = toggled_run();
+    sync::SyncDiagnostics diag;
+    const sync::FileSync s = relay_only(f, &diag);
+    CHECK(diag.relay_points == 8);
+    for (const sync::SyncPoint& p : s.monitor_evidence)
+      CHECK(p.kind == sync::EvidenceKind::relay_edge);
+    const MapCheck c = check_map(f, s);
+    MESSAGE("relay edges only (" << diag.relay_points << " points), " << c.tokens
+                                 << " tokens: max error " << c.max_err_ns * 1e-3 << " us, bound "
+                                 << c.min_bound_ns * 1e-3 << ".." << c.max_bound_ns * 1e-3
+                                 << " us; method " << s.method);
+    CHECK(c.tokens == 48);
+    CHECK(c.outside_bound == 0);
+    CHECK(c.max_bound_ns < 10e6);  // the evidence is worth something: well under 10 ms
+  }
 
-TEST_CASE("relay edges: with all evidence combined the relay points are stored as kind relay") {
-  test::TempDir dir;
-  const fs::path f = dir / "copy.h5";
-  fs::copy_file(toggled_run(), f);
-  auto s = sync::sync_file(f);
-  REQUIRE_MESSAGE(s.ok(), s.error().describe());
-  REQUIRE(sync::store(f, *s).ok());
-  auto g = ds::read_group(f, "sync");
-  REQUIRE(g.ok());
-  REQUIRE(g->has_value());
-  const auto& kinds =
-      std::get<std::vector<std::string>>((*g)->group("evidence_monitor")->column("kind")->values);
-  CHECK(std::count(kinds.begin(), kinds.end(), "relay") == 8);
-  CHECK(std::count(kinds.begin(), kinds.end(), "pulse") > 0);
-  const MapCheck c = check_map(f, *s);
-  MESSAGE("all evidence: max error " << c.max_err_ns * 1e-3 << " us, bound "
-                                     << c.min_bound_ns * 1e-3 << ".." << c.max_bound_ns * 1e-3
-                                     << " us; method " << s->method);
-  // The bound is not asserted here: the map is the pulses' and their bound is known to be too
-  // tight with two pulses (docs/sync.md, known limits); the error is what they give.
-  CHECK(c.max_err_ns < 500e3);
-}
+  SUBCASE("with all evidence combined the relay points are stored as kind relay") {
+    test::TempDir dir;
+    const fs::path f = dir / "copy.h5";
+    fs::copy_file(toggled_run(), f);
+    auto s = sync::sync_file(f);
+    REQUIRE_MESSAGE(s.ok(), s.error().describe());
+    REQUIRE(sync::store(f, *s).ok());
+    auto g = ds::read_group(f, "sync");
+    REQUIRE(g.ok());
+    REQUIRE(g->has_value());
+    const auto& kinds =
+        std::get<std::vector<std::string>>((*g)->group("evidence_monitor")->column("kind")->values);
+    CHECK(std::count(kinds.begin(), kinds.end(), "relay") == 8);
+    CHECK(std::count(kinds.begin(), kinds.end(), "pulse") > 0);
+    const MapCheck c = check_map(f, *s);
+    MESSAGE("all evidence: max error " << c.max_err_ns * 1e-3 << " us, bound "
+                                       << c.min_bound_ns * 1e-3 << ".." << c.max_bound_ns * 1e-3
+                                       << " us; method " << s->method);
+    // The bound is not asserted here: the map is the pulses' and their bound is known to be too
+    // tight with two pulses (docs/sync.md, known limits); the error is what they give.
+    CHECK(c.max_err_ns < 500e3);
+  }
 
-TEST_CASE("relay edges: an edge whose step is not in the trace is left out and noted") {
-  test::TempDir dir;
-  const fs::path f = dir / "copy.h5";
-  fs::copy_file(toggled_run(), f);
-  Edges e = read_edges(f);
-  // a cut the host claims 600 ms after the first toggle (USB restored, the device idle): the
-  // current never stepped there
-  e.cmd.push_back(e.cmd.front() + 600'000'000);
-  e.ack.push_back(e.cmd.back() + 1'000'000);
-  e.rising.push_back(1);
-  e.log.push_back(e.log.front() + 600'000'000);
-  e.res.push_back(4'000'000);
-  // and one the device never logged
-  e.cmd.push_back(e.cmd.back() + 300'000'000);
-  e.ack.push_back(e.cmd.back() + 1'000'000);
-  e.rising.push_back(1 - e.rising.back());
-  e.log.push_back(kNoLog);
-  e.res.push_back(0);
-  write_edges(f, e);
-  sync::SyncDiagnostics diag;
-  const sync::FileSync s = relay_only(f, &diag);
-  CHECK(diag.relay_points == 8);
-  auto has = [&](const std::string& text) {
-    return std::any_of(diag.notes.begin(), diag.notes.end(),
-                       [&](const std::string& n) { return n.find(text) != std::string::npos; });
-  };
-  CHECK(has("relay edge 8 (rising"));
-  CHECK(has("no step in the trace"));
-  CHECK(has("relay edges: 1 of 10 not logged by the device"));
-  CHECK(has("relay edges: 1 of 10 not found in the trace"));
-  CHECK(check_map(f, s).outside_bound == 0);
+  SUBCASE("an edge whose step is not in the trace is left out and noted") {
+    test::TempDir dir;
+    const fs::path f = dir / "copy.h5";
+    fs::copy_file(toggled_run(), f);
+    Edges e = read_edges(f);
+    // a cut the host claims 600 ms after the first toggle (USB restored, the device idle): the
+    // current never stepped there
+    e.cmd.push_back(e.cmd.front() + 600'000'000);
+    e.ack.push_back(e.cmd.back() + 1'000'000);
+    e.rising.push_back(1);
+    e.log.push_back(e.log.front() + 600'000'000);
+    e.res.push_back(4'000'000);
+    // and one the device never logged
+    e.cmd.push_back(e.cmd.back() + 300'000'000);
+    e.ack.push_back(e.cmd.back() + 1'000'000);
+    e.rising.push_back(1 - e.rising.back());
+    e.log.push_back(kNoLog);
+    e.res.push_back(0);
+    write_edges(f, e);
+    sync::SyncDiagnostics diag;
+    const sync::FileSync s = relay_only(f, &diag);
+    CHECK(diag.relay_points == 8);
+    auto has = [&](const std::string& text) {
+      return std::any_of(diag.notes.begin(), diag.notes.end(),
+                         [&](const std::string& n) { return n.find(text) != std::string::npos; });
+    };
+    CHECK(has("relay edge 8 (rising"));
+    CHECK(has("no step in the trace"));
+    CHECK(has("relay edges: 1 of 10 not logged by the device"));
+    CHECK(has("relay edges: 1 of 10 not found in the trace"));
+    CHECK(check_map(f, s).outside_bound == 0);
+  }
 }
 
 TEST_CASE("relay edges: a run that switches nothing during the capture writes no /relay") {
