@@ -313,3 +313,18 @@ TEST_CASE("relay edges: switches are paired with the device's log through the cl
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].find("relay edge 2 (USB cut)") != std::string::npos);
 }
+
+TEST_CASE("relay edges: the plan's toggles are checked with key and line") {
+  test::TempDir dir;
+  std::string t = plan_text("[1.0, 0.5]");
+  auto p = rig::parse_plan(t, "plan.toml", dir.path());
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.error().message.find("usb_cut.toggles_s[1]: expected ascending numbers") !=
+        std::string::npos);
+  const auto at = t.find("enabled = true");
+  REQUIRE(at != std::string::npos);
+  t.replace(at, 14, "enabled = false");
+  p = rig::parse_plan(t.replace(t.find("[1.0, 0.5]"), 10, "[1.0, 2.0]"), "plan.toml", dir.path());
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.error().message.find("usb_cut.toggles_s: needs usb_cut.enabled") != std::string::npos);
+}
