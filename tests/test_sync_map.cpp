@@ -214,10 +214,12 @@ TEST_CASE("sync: a relay edge the device logged ties its clock to the step the m
   Trace tr{std::span<const float>(s), 5000.0, 0};
   const std::int64_t host0 = 9'000'000'000;
   // the host commanded it 30 ms before; the device logged it at 77 s on its clock
-  std::vector<RelayEdge> e{{host0 + 4'000'000'000 - 30'000'000, true, 77'000'000'000, 1'000}};
-  auto pts = relay_points(tr, e, HostMonitorLink{host0, 1'000'000});
+  std::vector<RelayEdge> e{{host0 + 4'000'000'000 - 30'000'000, 0, true, 77'000'000'000, 1'000}};
+  std::vector<std::string> notes;
+  auto pts = relay_points(tr, e, HostMonitorLink{host0, 1'000'000}, notes);
   REQUIRE(pts.size() == 1);
-  CHECK(pts[0].device_ns == 77'000'000'000);
+  CHECK(notes.empty());
+  CHECK(pts[0].device_ns == 77'000'000'000 - 500);  // the middle of the device's window
   CHECK(std::abs(pts[0].target_ns - std::llround(step_at * 200'000.0)) <= 200'000);
   CHECK(pts[0].kind == EvidenceKind::relay_edge);
 }

@@ -123,6 +123,26 @@ class Keys {
     }
     return out;
   }
+  /// An array of numbers in [lo, hi], ascending.
+  std::vector<double> numbers(std::string_view k, double lo, double hi) {
+    std::vector<double> out;
+    const toml::node* n = get(k);
+    if (!n) return out;
+    const toml::array* a = n->as_array();
+    if (!a) return bad(*n, k, "expected an array of numbers"), out;
+    for (std::size_t i = 0; i < a->size(); ++i) {
+      const toml::node& e = *a->get(i);
+      auto v = e.value<double>();
+      if (!e.is_number() || !v || !std::isfinite(*v) || *v < lo || *v > hi ||
+          (!out.empty() && *v <= out.back())) {
+        p_.add(line_of(e), at(k) + "[" + std::to_string(i) + "]",
+               "expected ascending numbers in [" + num(lo) + ", " + num(hi) + "]");
+        return {};
+      }
+      out.push_back(*v);
+    }
+    return out;
+  }
   std::vector<int> ints(std::string_view k) {
     std::vector<int> out;
     const toml::node* n = get(k);
@@ -331,6 +351,7 @@ void read_policies(Keys& top, Plan& plan) {
   Keys u = top.sub("usb_cut");
   plan.usb_cut.enabled = u.boolean("enabled", false);
   plan.usb_cut.settle_s = u.number("settle_s", plan.usb_cut.settle_s, 0.0, 600.0);
+  plan.usb_cut.toggles_s = u.numbers("toggles_s", 0.0, 86400.0);
   u.finish();
 }
 
@@ -386,6 +407,8 @@ void cross_check(Plan& plan, Problems& p) {
     if (plan.usb_cut.enabled && d.hub.empty())
       p.add(d.line, k, "usb_cut is enabled but no hub port is given (rig.hubs.NAME.ports)");
   }
+  if (!plan.usb_cut.toggles_s.empty() && !plan.usb_cut.enabled)
+    p.add(1, "usb_cut.toggles_s", "needs usb_cut.enabled = true (the toggles switch the cut port)");
   if (plan.cooldown.mode == CooldownMode::temperature && plan.cooldown.to_c == 0.0)
     p.add(1, "cooldown.to_c", "required with mode = \"temperature\"");
   if (!sim) {

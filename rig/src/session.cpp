@@ -1,10 +1,13 @@
 // One measured run: see session.hpp.
 #include "meltrig/rig/session.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
+#include "meltrig/dataset/group_store.hpp"
 #include "meltrig/dataset/run_record.hpp"
 #include "meltrig/rig/routed_relay.hpp"
 
@@ -71,8 +74,10 @@ class Run {
   void drive_runner();
   void follow_runner(targets::RunHandle& h);
   void end_runner(targets::RunHandle& h);
+  void switch_usb(std::stop_token stop, std::int64_t start_ns);
   void finish_capture();
   void restore_relay();
+  void store_edges();
   void pull_markers();
   void store();
   /// Idles for `s` seconds of capture; false if interrupted.
@@ -96,6 +101,7 @@ class Run {
   std::unique_ptr<targets::TelemetrySampler> sampler_;
   CaptureEnd end_;
   std::jthread capture_;
+  std::jthread switcher_;  ///< makes opt_.usb_switches while the capture runs
   SessionResult r_;
 };
 
@@ -145,6 +151,44 @@ void Run::start_capture(const MonitorInfo& info) {
   if (opt_.target) {
     sampler_ = std::make_unique<targets::TelemetrySampler>(*opt_.target, opt_.telemetry_period);
     sampler_->start();
+  }
+  if (!opt_.usb_switches.empty() && opt_.set_usb)
+    switcher_ = std::jthread([this, start = opt_.capture.clock->now_ns()](std::stop_token st) {
+      switch_usb(std::move(st), start);
+    });
+}
+
+void Run::switch_usb(std::stop_token stop, std::int64_t start_ns) {
+  const Clock& clock = *opt_.capture.clock;
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::size_t k = 0;
+  for (const UsbSwitch& u : opt_.usb_switches) {
+    const std::string what = "USB switch " + std::to_string(k++) + (u.on ? " (restore)" : " (cut)");
+    const std::int64_t due = start_ns + std::llround(u.at_s * 1e9);
+    // The clock may run faster than real time: look again every 10 ms at most.
+    for (std::int64_t now = clock.now_ns();
+         now < due && !stop.stop_requested() && !interrupt_.stop_requested() && !end_.ended();
+         now = clock.now_ns()) {
+      std::unique_lock lk(mu);
+      cv.wait_for(
+          lk, stop,
+          std::min<std::chrono::nanoseconds>(std::chrono::nanoseconds(due - now), milliseconds(10)),
+          [] { return false; });
+    }
+    if (stop.stop_requested() || interrupt_.stop_requested() || end_.ended()) {
+      r_.edge_notes.push_back(what + ": not made, the capture ended first");
+      continue;
+    }
+    SwitchEdge e;
+    e.rising = !u.on;  // USB cut: the monitor carries the share USB supplied
+    e.host_command_ns = clock.now_ns();
+    auto done = opt_.set_usb(u.on);
+    e.host_ack_ns = clock.now_ns();
+    if (done)
+      r_.edges.push_back(e);
+    else
+      r_.edge_notes.push_back(what + ": " + done.error().describe());
   }
 }
 
@@ -229,6 +273,10 @@ void Run::finish_capture() {
     r_.record.telemetry_errors = sampler_->errors();
   }
   if (opt_.target) take_probes(*opt_.target, opt_.probes_per_burst, r_.record);
+  if (switcher_.joinable()) {
+    switcher_.request_stop();
+    switcher_.join();
+  }
   capture_.request_stop();
   capture_.join();
   monitor_.close();
@@ -284,6 +332,20 @@ void Run::store() {
     r_.store_error = closed.error();
 }
 
+void Run::store_edges() {
+  if (!r_.capture || r_.edges.empty()) return;
+  // Read after the run: a device whose USB was cut may only answer once it is restored.
+  if (opt_.target) {
+    auto log = opt_.target->usb_power_log();
+    if (log)
+      pair_device_log(r_.edges, *log, r_.record.probes, r_.edge_notes);
+    else
+      r_.edge_notes.push_back("device log of USB power: " + log.error().describe());
+  }
+  if (auto w = write_relay_edges(opt_.capture.output, r_.edges); !w && !r_.store_error)
+    r_.store_error = w.error();
+}
+
 std::variant<SessionResult, SessionError> Run::go() {
   if (std::filesystem::exists(opt_.capture.output))
     return SessionError{
@@ -312,6 +374,7 @@ std::variant<SessionResult, SessionError> Run::go() {
   restore_relay();
   pull_markers();
   store();
+  store_edges();
   return std::move(r_);
 }
 
@@ -336,6 +399,82 @@ void take_probes(targets::Target& target, int n, dataset::TargetRecord& rec) {
       rec.last_probe_error = p.error();
     }
   }
+}
+
+namespace {
+
+/// The first unused event of `e`'s direction inside the window probe `p` predicts, or npos.
+std::size_t find_logged(const SwitchEdge& e, const targets::ClockProbe& p, std::int64_t slack,
+                        const std::vector<targets::UsbPowerEvent>& log,
+                        const std::vector<bool>& used) {
+  const std::int64_t lo = e.host_command_ns + p.offset_ns() - slack;
+  const std::int64_t hi = e.host_ack_ns + p.offset_ns() + slack;
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    const targets::UsbPowerEvent& ev = log[i];
+    if (!used[i] && ev.usb_powered != e.rising && ev.device_mono_ns >= lo &&
+        ev.device_mono_ns <= hi + ev.window_ns)
+      return i;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
+void pair_device_log(std::vector<SwitchEdge>& edges, const std::vector<targets::UsbPowerEvent>& log,
+                     const std::vector<targets::ClockProbe>& probes,
+                     std::vector<std::string>& notes) {
+  constexpr double kDrift = 100e-6;             // allowance for the clocks' rates
+  constexpr std::int64_t kMargin = 10'000'000;  // for what the switch itself takes
+  std::vector<bool> used(log.size(), false);
+  for (std::size_t k = 0; k < edges.size(); ++k) {
+    SwitchEdge& e = edges[k];
+    auto cost = [&](const targets::ClockProbe& p) {
+      return static_cast<double>(p.rtt_ns()) +
+             kDrift * std::abs(static_cast<double>(p.host_mid_ns() - e.host_command_ns));
+    };
+    // the best probe first; another when it predicts nothing (a probe taken across a clock
+    // change, e.g. before the device's clocks were reset)
+    std::vector<const targets::ClockProbe*> order;
+    for (const auto& p : probes)
+      order.push_back(&p);
+    std::sort(order.begin(), order.end(), [&](auto* a, auto* b) { return cost(*a) < cost(*b); });
+    std::size_t i = std::string::npos;
+    for (const targets::ClockProbe* p : order) {
+      i = find_logged(e, *p, static_cast<std::int64_t>(cost(*p)) + kMargin, log, used);
+      if (i != std::string::npos) break;
+    }
+    if (i == std::string::npos) {
+      notes.push_back("relay edge " + std::to_string(k) +
+                      (e.rising ? " (USB cut)" : " (USB restored)") +
+                      (probes.empty() ? ": no clock probes to find the device's log of it"
+                                      : ": not in the device's log of USB power changes"));
+      continue;
+    }
+    used[i] = true;
+    e.device_log_ns = log[i].device_mono_ns;
+    e.device_log_resolution_ns = log[i].window_ns;
+  }
+}
+
+Result<void> write_relay_edges(const std::filesystem::path& file,
+                               const std::vector<SwitchEdge>& edges) {
+  std::vector<std::int64_t> cmd, ack, rising, log, res;
+  for (const SwitchEdge& e : edges) {
+    cmd.push_back(e.host_command_ns);
+    ack.push_back(e.host_ack_ns);
+    rising.push_back(e.rising ? 1 : 0);
+    log.push_back(e.device_log_ns);
+    res.push_back(e.device_log_resolution_ns);
+  }
+  dataset::GroupData g{"relay", {}, {}, {}};
+  dataset::GroupData eg{"edges", {}, {}, {}};
+  eg.columns = {{"host_command_ns", std::move(cmd), "ns"},
+                {"host_ack_ns", std::move(ack), "ns"},
+                {"rising", std::move(rising), ""},
+                {"device_log_ns", std::move(log), "ns"},
+                {"device_log_resolution_ns", std::move(res), "ns"}};
+  g.groups.push_back(std::move(eg));
+  return dataset::replace_group(file, g);
 }
 
 std::variant<SessionResult, SessionError> Session::run(Monitor& monitor,

@@ -270,6 +270,13 @@ SessionOptions Sweeper::session_options(JournalEntry& e, const PlanDevice& d) {
     live_.tok_s = first->n && s > 0 ? static_cast<double>(n - first->n) / s : 0;
   };
   if (o_.plan.usb_cut.enabled) {
+    // Toggles during the capture: restore, cut, restore, ... (each a relay edge).
+    bool on = true;
+    for (double t : o_.plan.usb_cut.toggles_s) {
+      so.usb_switches.push_back({t, on});
+      on = !on;
+    }
+    so.set_usb = [this, &d](bool usb_on) { return set_usb(d, usb_on); };
     so.after_capture = [this, &d] {
       if (auto s = set_usb(d, true); !s) log("device " + d.name + ": " + s.error().describe());
     };
@@ -339,6 +346,8 @@ Result<void> Sweeper::run_one(JournalEntry& e) {
   if (auto* se = std::get_if<SessionError>(&outcome))
     failure = se->subject + ": " + se->error.describe();
   auto* r = std::get_if<SessionResult>(&outcome);
+  for (const std::string& n : r ? r->edge_notes : std::vector<std::string>{})
+    log("run " + e.run.id + ": " + n);
   if (r && !r->capture)
     failure = r->capture.error().describe();
   else if (r && r->capture->failure)

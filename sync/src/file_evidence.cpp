@@ -132,10 +132,12 @@ Result<void> take_host_evidence(const std::filesystem::path& path, const dataset
   if (!relay) return relay.error();
   const dataset::GroupData* edges = *relay ? (*relay)->group("edges") : nullptr;
   const I64 *cmd = col(edges, "host_command_ns"), *rising = col(edges, "rising"),
-            *log = col(edges, "device_log_ns"), *res = col(edges, "device_log_resolution_ns");
+            *log = col(edges, "device_log_ns"), *res = col(edges, "device_log_resolution_ns"),
+            *ack = col(edges, "host_ack_ns");
   if (cmd != nullptr && rising != nullptr && log != nullptr)
     for (std::size_t i = 0; i < std::min({cmd->size(), rising->size(), log->size()}); ++i)
-      ev.inputs.relay_edges.push_back({(*cmd)[i], (*rising)[i] != 0, (*log)[i],
+      ev.inputs.relay_edges.push_back({(*cmd)[i], ack != nullptr && i < ack->size() ? (*ack)[i] : 0,
+                                       (*rising)[i] != 0, (*log)[i],
                                        res != nullptr && i < res->size() ? (*res)[i] : 1'000'000});
   ev.found.push_back("relay edges: " + std::to_string(ev.inputs.relay_edges.size()));
   return {};

@@ -314,21 +314,43 @@ std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::strin
 }
 
 std::vector<SyncPoint> relay_points(const Trace& tr, std::span<const RelayEdge> edges,
-                                    const HostMonitorLink& link) {
+                                    const HostMonitorLink& link, std::vector<std::string>& notes) {
   std::vector<SyncPoint> out;
   const double period = tr.period_ns();
-  std::uint32_t k = 0;
-  for (const RelayEdge& e : edges) {
-    if (e.device_log_ns == std::numeric_limits<std::int64_t>::min()) continue;
-    // a relay acts within tens of ms of its command; search +-100 ms, levels over 50 ms
-    const double pos = tr.pos_of(e.host_command_ns - link.host_steady_at_index0_ns);
-    EdgeFix f = find_edge(tr, {pos, 100e6 / period, e.rising, 50e6 / period, 50e6 / period, 0.0});
-    if (!f.ok) continue;
-    const double sig = std::hypot(
-        f.sigma * period, static_cast<double>(e.device_log_resolution_ns) / std::sqrt(12.0));
-    out.push_back({e.device_log_ns, tr.ns_of(f.pos), std::max<std::int64_t>(1, std::llround(sig)),
-                   EvidenceKind::relay_edge, false, k++});
+  std::size_t unlogged = 0, missed = 0;
+  for (std::uint32_t k = 0; k < edges.size(); ++k) {
+    const RelayEdge& e = edges[k];
+    if (e.device_log_ns == std::numeric_limits<std::int64_t>::min()) {
+      ++unlogged;
+      continue;
+    }
+    // a relay acts between its command and its acknowledgement, within tens of ms: search that
+    // span +-100 ms, levels over 50 ms
+    const std::int64_t ack = std::max(e.host_ack_ns, e.host_command_ns);
+    const double pos = tr.pos_of(e.host_command_ns + (ack - e.host_command_ns) / 2 -
+                                 link.host_steady_at_index0_ns);
+    const double half = (100e6 + static_cast<double>(ack - e.host_command_ns) / 2) / period;
+    EdgeFix f = find_edge(tr, {pos, half, e.rising, 50e6 / period, 50e6 / period, 0.0});
+    if (!f.ok) {
+      ++missed;
+      notes.push_back("relay edge " + std::to_string(k) + " (" + (e.rising ? "rising" : "falling") +
+                      ", host " + std::to_string(e.host_command_ns) +
+                      " ns): no step in the trace within 100 ms of the command; left out");
+      continue;
+    }
+    // the change happened within [log - resolution, log]: its middle, uniform
+    const auto res = std::max<std::int64_t>(0, e.device_log_resolution_ns);
+    const double sig = std::hypot(f.sigma * period, static_cast<double>(res) / std::sqrt(12.0));
+    out.push_back({e.device_log_ns - res / 2, tr.ns_of(f.pos),
+                   std::max<std::int64_t>(1, std::llround(sig)), EvidenceKind::relay_edge, false,
+                   k});
   }
+  if (unlogged > 0)
+    notes.push_back("relay edges: " + std::to_string(unlogged) + " of " +
+                    std::to_string(edges.size()) + " not logged by the device");
+  if (missed > 0)
+    notes.push_back("relay edges: " + std::to_string(missed) + " of " +
+                    std::to_string(edges.size()) + " not found in the trace");
   return out;
 }
 

@@ -186,7 +186,7 @@ std::vector<SyncPoint> monitor_points(const SyncInputs& in, const ClockRelations
     pts.insert(pts.end(), pp.begin(), pp.end());
   }
   if (in.use.relay && in.host_link) {
-    auto rp = relay_points(in.trace, in.relay_edges, *in.host_link);
+    auto rp = relay_points(in.trace, in.relay_edges, *in.host_link, d.notes);
     d.relay_points = rp.size();
     pts.insert(pts.end(), rp.begin(), rp.end());
   }

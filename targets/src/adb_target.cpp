@@ -1,6 +1,8 @@
 #include "meltrig/targets/adb_target.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <optional>
 
 namespace meltrig::targets {
 namespace {
@@ -131,6 +133,43 @@ Result<DumpsysBattery> AdbTarget::dumpsys_battery() {
   auto r = checked(shell({"dumpsys", "battery"}, rs_.call_timeout), "dumpsys battery");
   if (!r) return r.error();
   return parse_dumpsys_battery(r.value().out, name() + ":dumpsys battery");
+}
+
+Result<std::vector<UsbPowerEvent>> AdbTarget::usb_power_log() {
+  auto r = checked(
+      run_process(adb_argv({"logcat", "-d", "-b", "kernel", "-v", "monotonic"}), rs_.call_timeout),
+      "logcat -d -b kernel -v monotonic");
+  if (!r) return r.error();
+  return parse_healthd_usb_log(r.value().out);
+}
+
+std::vector<UsbPowerEvent> parse_healthd_usb_log(std::string_view text) {
+  std::vector<UsbPowerEvent> out;
+  std::optional<bool> state;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    const auto chg = line.find(" chg=");
+    if (line.find("healthd") == std::string_view::npos || chg == std::string_view::npos) continue;
+    // the monotonic stamp: leading "SECONDS.MILLIS"
+    const auto first = line.find_first_not_of(' ');
+    const auto dot = line.find('.', first);
+    if (first == std::string_view::npos || dot == std::string_view::npos) continue;
+    std::int64_t s = 0, ms = 0;
+    auto a = std::from_chars(line.data() + first, line.data() + dot, s);
+    auto b =
+        std::from_chars(line.data() + dot + 1, line.data() + std::min(line.size(), dot + 4), ms);
+    if (a.ec != std::errc{} || a.ptr != line.data() + dot || b.ec != std::errc{} ||
+        b.ptr != line.data() + dot + 4)
+      continue;
+    const std::string_view chargers = line.substr(chg + 5, line.find(' ', chg + 5) - (chg + 5));
+    const bool usb = chargers.find('u') != std::string_view::npos;
+    if (state && *state != usb)
+      out.push_back({s * 1'000'000'000 + ms * 1'000'000, usb, kHealthdLogWindowNs});
+    state = usb;
+  }
+  return out;
 }
 
 }  // namespace meltrig::targets

@@ -85,6 +85,10 @@ struct PlanBaseline {
 struct PlanUsbCut {
   bool enabled = false;   ///< cut the device's hub port while measuring, restore it after
   double settle_s = 0.5;  ///< wait after switching the port before the capture
+  /// Capture seconds at which the port is switched during the capture, alternately restored and
+  /// cut again (sync evidence: each switch is a relay edge, docs/sync.md). Ascending; needs
+  /// enabled.
+  std::vector<double> toggles_s;
 };
 
 enum class RunOrder { interleaved, blocked };

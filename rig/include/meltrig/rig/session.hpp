@@ -3,14 +3,16 @@
 // monitor, take clock probes, capture on a thread of its own while the telemetry is sampled and
 // the runner runs, take probes again, end the capture, restore the relay, pull the runner's
 // marker file, and store markers, telemetry, probes and the runner's exit in the capture file
-// (/markers/runner, /target, the telemetry group; docs/dataset.md). The monitor is required; the
-// relay route and the target (with its runner) are optional.
+// (/markers/runner, /target, the telemetry group; docs/dataset.md). USB power switches planned for
+// the capture are made while it runs and stored with the device's log of them (/relay/edges). The
+// monitor is required; the relay route and the target (with its runner) are optional.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -42,6 +44,37 @@ struct RunnerPlan {
   /// How long to wait for the runner to exit once it is done or the capture ended (real time).
   std::chrono::milliseconds exit_grace{30000};
 };
+
+/// A switch of the device's USB power during the capture.
+struct UsbSwitch {
+  double at_s = 0.0;  ///< capture-clock seconds after the capture started
+  bool on = false;    ///< USB power restored (true) or cut (false)
+};
+
+/// A relay or hub switch the session made while the monitor captured: a row of /relay/edges
+/// (docs/dataset.md), evidence for the clock sync (docs/sync.md).
+struct SwitchEdge {
+  std::int64_t host_command_ns = 0;  ///< capture clock, read right before the command is sent
+  std::int64_t host_ack_ns = 0;      ///< capture clock, read right after the switch acknowledged
+  bool rising = false;               ///< the monitor's current steps up (USB power cut)
+  /// The device's own log of the change, device monotonic ns; INT64_MIN: not logged / not found.
+  std::int64_t device_log_ns = std::numeric_limits<std::int64_t>::min();
+  /// The change happened within [device_log_ns - this, device_log_ns] (0 when not logged).
+  std::int64_t device_log_resolution_ns = 0;
+};
+
+/// Pairs each edge with the device's log of its change: the first unused event of the same
+/// direction inside the device-time window the clock probes predict (the probe nearest the
+/// command with the lowest round trip first, the others when it predicts nothing; +-rtt, 100 ppm
+/// of drift from the probe, 10 ms, and the event's own window). Edges left unpaired keep
+/// INT64_MIN and get a line in `notes`.
+void pair_device_log(std::vector<SwitchEdge>& edges, const std::vector<targets::UsbPowerEvent>& log,
+                     const std::vector<targets::ClockProbe>& probes,
+                     std::vector<std::string>& notes);
+
+/// Writes `edges` as /relay/edges of `file` (replacing one there; docs/dataset.md).
+Result<void> write_relay_edges(const std::filesystem::path& file,
+                               const std::vector<SwitchEdge>& edges);
 
 /// Everything a session does, in the order it does it.
 struct SessionOptions {
@@ -79,6 +112,11 @@ struct SessionOptions {
   /// the log that is stored (e.g. a stamped run's checked markers).
   std::function<Result<void>(dataset::RunRecord&, targets::MarkerLog&, const std::string&)>
       before_store_markers;
+  /// USB power switches made while the monitor captures, in order, through `set_usb` (the
+  /// device's hub port; required when this is not empty). Each one made is recorded with the
+  /// device's log of it (Target::usb_power_log, read after the run) and stored as /relay/edges.
+  std::vector<UsbSwitch> usb_switches;
+  std::function<Result<void>(bool on)> set_usb;
 };
 
 /// What went wrong before anything was recorded, by step (for messages naming the input).
@@ -95,12 +133,14 @@ struct SessionResult {
   Result<CaptureSummary> capture = Error{Errc::cancelled, "capture did not run"};
   dataset::TargetRecord record;  ///< what was recorded about the target (if there is one)
   std::optional<targets::MarkerLog> markers;
-  std::optional<Error> marker_error;  ///< pulling or parsing the marker file failed
-  std::string run_error;              ///< the runner failed, timed out or exited non-zero
-  std::string runner_output;          ///< the runner's stdout followed by its stderr
-  std::optional<Error> relay_error;   ///< the relay did not take its safe state back
-  std::string relay_safe_state;       ///< the safe state restored, e.g. "all off"
-  std::optional<Error> store_error;   ///< writing markers/telemetry/target failed
+  std::optional<Error> marker_error;    ///< pulling or parsing the marker file failed
+  std::string run_error;                ///< the runner failed, timed out or exited non-zero
+  std::string runner_output;            ///< the runner's stdout followed by its stderr
+  std::optional<Error> relay_error;     ///< the relay did not take its safe state back
+  std::string relay_safe_state;         ///< the safe state restored, e.g. "all off"
+  std::optional<Error> store_error;     ///< writing markers/telemetry/target/edges failed
+  std::vector<SwitchEdge> edges;        ///< switches made while capturing (/relay/edges)
+  std::vector<std::string> edge_notes;  ///< switches not made, or not found in the device's log
   std::uint64_t token_markers() const;
 };
 

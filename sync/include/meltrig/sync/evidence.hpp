@@ -103,7 +103,8 @@ struct HostMonitorLink {
 /// and (when the device logged the change) the device's own monotonic time of it.
 struct RelayEdge {
   std::int64_t host_command_ns = 0;
-  bool rising = true;  ///< the current steps up (device powered / USB cut)
+  std::int64_t host_ack_ns = 0;  ///< the switch acknowledged (0 or earlier: not known)
+  bool rising = true;            ///< the current steps up (device powered / USB cut)
   std::int64_t device_log_ns = std::numeric_limits<std::int64_t>::min();  ///< min(): not logged
   std::int64_t device_log_resolution_ns = 1'000'000;
 };

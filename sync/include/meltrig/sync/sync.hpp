@@ -115,9 +115,12 @@ std::vector<LogicEdge> logic_edges(std::span<const std::uint8_t> samples, int bi
 /// Logic-input edges matched in order with the device's toggles: sample-exact points.
 std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::string>& notes);
 
-/// Relay edges the device logged, located in the trace near the host's command.
+/// Relay edges the device logged, located in the trace near the host's command: each a point at
+/// the middle of the device's window [device_log_ns - resolution, device_log_ns]. Edges the
+/// device did not log, and edges whose step is not found within 100 ms of the command, are left
+/// out with a line in `notes` (not an error).
 std::vector<SyncPoint> relay_points(const Trace& tr, std::span<const RelayEdge> edges,
-                                    const HostMonitorLink& link);
+                                    const HostMonitorLink& link, std::vector<std::string>& notes);
 
 /// Which sources synchronise may use.
 struct SyncSources {

@@ -43,6 +43,16 @@ struct DumpsysBattery {
 /// parse_error naming `source` when the header is missing.
 Result<DumpsysBattery> parse_dumpsys_battery(std::string_view text, std::string_view source);
 
+/// How late Android's healthd logs a USB power change (the uevent reaches it and it logs): the
+/// window stated for each event read from the kernel log. An assumed allowance, not a measurement.
+inline constexpr std::int64_t kHealthdLogWindowNs = 100'000'000;
+
+/// USB power changes in `adb logcat -b kernel -v monotonic` output: healthd's battery lines
+/// ("SECONDS.MILLIS ... healthd: battery l=.. ... chg=u"), where `chg=` lists the chargers
+/// present (u: USB). An event for each line whose USB state differs from the line before (the
+/// first line sets the state). Lines that are not healthd's are skipped.
+std::vector<UsbPowerEvent> parse_healthd_usb_log(std::string_view text);
+
 class AdbTarget final : public RemoteShellTarget {
  public:
   explicit AdbTarget(AdbConfig config);
@@ -62,6 +72,8 @@ class AdbTarget final : public RemoteShellTarget {
   Result<std::string> logcat(const std::string& tag);
   /// `dumpsys battery`, parsed.
   Result<DumpsysBattery> dumpsys_battery();
+  /// `adb logcat -d -b kernel -v monotonic`, parsed by parse_healthd_usb_log.
+  Result<std::vector<UsbPowerEvent>> usb_power_log() override;
 
  protected:
   std::vector<std::string> transport_argv(const std::string& command_line) const override;

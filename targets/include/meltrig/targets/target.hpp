@@ -61,6 +61,16 @@ struct TelemetrySnapshot {
   void append_to(Telemetry& t) const;
 };
 
+/// A change of USB power the device logged itself (its charger / power-supply driver): the
+/// session pairs it with the hub switch that caused it (sync evidence, docs/sync.md).
+struct UsbPowerEvent {
+  std::int64_t device_mono_ns = 0;  ///< the log's stamp, device monotonic ns
+  bool usb_powered = false;         ///< USB power present after the change
+  /// The change happened within [device_mono_ns - window_ns, device_mono_ns] (the device's
+  /// detection latency and its log's resolution, as the target knows them).
+  std::int64_t window_ns = 0;
+};
+
 /// A device under test. Not thread-safe except where noted: one controlling thread, plus
 /// TelemetrySampler (read_telemetry and probe_clock may be called from another thread).
 class Target {
@@ -91,6 +101,11 @@ class Target {
   virtual Result<ClockProbe> probe_clock() = 0;
   /// Stops what prepare() started (connections), removes nothing the caller pulled.
   virtual Result<void> teardown() = 0;
+  /// The USB power changes the device has logged (as far back as its log reaches), in order.
+  /// unsupported (the default) for a device that does not log them.
+  virtual Result<std::vector<UsbPowerEvent>> usb_power_log() {
+    return Error{Errc::unsupported, name() + ": does not log USB power changes"};
+  }
 
   /// `n` probes back to back; the one with the lowest rtt (the tightest bound). Fails only when
   /// every probe failed (with the last error).
