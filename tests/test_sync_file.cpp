@@ -14,10 +14,12 @@
 #include <vector>
 
 #include "meltrig/analysis/store.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 #include "meltrig/dataset/capture_writer.hpp"
 #include "meltrig/dataset/group_store.hpp"
 #include "meltrig/dataset/h5_file.hpp"
 #include "meltrig/dataset/run_record.hpp"
+#include "meltrig/fixtures/sync_sim.hpp"
 #include "meltrig/sync/file_sync.hpp"
 #include "test_support.hpp"
 
@@ -110,36 +112,13 @@ double quantile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
 }
 
-/// Linear interpolation of y(x) over ascending x.
-double interp(const std::vector<double>& x, const std::vector<double>& y, double at) {
-  auto it = std::upper_bound(x.begin(), x.end(), at);
-  const std::size_t i =
-      std::clamp<std::size_t>(static_cast<std::size_t>(it - x.begin()), 1, x.size() - 1);
-  const double f = (at - x[i - 1]) / (x[i] - x[i - 1]);
-  return y[i - 1] + f * (y[i] - y[i - 1]);
-}
-
 /// |mapped - true| monitor ns at the true end of every token (truth read by the test only).
 std::vector<double> map_errors_ns(const fs::path& f, const meltrig::sync::FileSync& s) {
-  auto truth = ds::read_group(f, "truth");
-  REQUIRE(truth.ok());
-  REQUIRE(truth->has_value());
-  const auto tj = nlohmann::json::parse((*truth)->str("truth_json").value());
-  const auto t_s = tj["clocks"]["map"]["t_s"].get<std::vector<double>>();
-  std::vector<double> mono;
-  for (const auto& v : tj["clocks"]["map"]["mono_ns"])
-    mono.push_back(static_cast<double>(v.get<std::int64_t>()));
-  const double scale = (*truth)->num("monitor_actual_rate_hz").value() /
-                       (*truth)->num("monitor_nominal_rate_hz").value();
-  const auto& t1 = std::get<std::vector<double>>((*truth)->group("tokens")->column("t1_s")->values);
-  std::vector<double> err;
-  for (double t : t1) {
-    const auto dev = static_cast<std::int64_t>(std::llround(interp(t_s, mono, t)));
-    auto m = s.monitor_seconds("monotonic", dev);
-    REQUIRE(m.has_value());
-    err.push_back(std::abs(m->first - t * scale) * 1e9);
-  }
-  return err;
+  auto err = meltrig::fixtures::sim::file_token_errors_ns(f, s);
+  REQUIRE_MESSAGE(err.ok(), (err.ok() ? "" : err.error().describe()));
+  for (double e : *err)
+    REQUIRE(!std::isnan(e));  // every token mapped
+  return *err;
 }
 
 }  // namespace
@@ -178,6 +157,77 @@ TEST_CASE("sync file: meltrig sync on a simulated phone capture matches the worl
   c = cli(dir.path(), {"sync", f.string(), "--force"});
   CHECK_MESSAGE(c.rc == 0, c.err);
   CHECK(c.out.find("stored /sync") != std::string::npos);
+}
+
+TEST_CASE("sync file: the trace paged from the file gives the maps of the trace held whole") {
+  // the phone capture (125,000 samples: two pages) synchronised three ways: the whole trace in
+  // memory (as before paging), paged with the default cache, and with a one-page cache (every
+  // look at the other page evicts): the same evidence and maps, bit for bit
+  namespace ms = meltrig::sync;
+  ms::FileSyncOptions whole;
+  whole.trace_in_memory = true;
+  ms::FileSyncOptions one_page;
+  one_page.trace_pages = 1;
+  auto a = ms::sync_file(phone_capture(), whole);
+  auto b = ms::sync_file(phone_capture());
+  auto c = ms::sync_file(phone_capture(), one_page);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  REQUIRE(c.ok());
+  CHECK(a->to_json() == b->to_json());
+  CHECK(a->to_json() == c->to_json());
+  auto same = [](const ms::FileSync& x, const ms::FileSync& y) {
+    REQUIRE(x.monitor_evidence.size() == y.monitor_evidence.size());
+    for (std::size_t i = 0; i < x.monitor_evidence.size(); ++i) {
+      CHECK(x.monitor_evidence[i].device_ns == y.monitor_evidence[i].device_ns);
+      CHECK(x.monitor_evidence[i].target_ns == y.monitor_evidence[i].target_ns);
+      CHECK(x.monitor_evidence[i].sigma_ns == y.monitor_evidence[i].sigma_ns);
+    }
+    CHECK(x.diag.pulses.tau_ns == y.diag.pulses.tau_ns);
+    CHECK(x.diag.notes == y.diag.notes);
+  };
+  CHECK(!a->monitor_evidence.empty());
+  same(*a, *b);
+  same(*a, *c);
+  auto ev = ms::gather_evidence(phone_capture(), one_page);
+  REQUIRE(ev.ok());
+  CHECK(ev->inputs.trace.samples.size() > (std::size_t{1} << ms::TraceSamples::kPageBits));
+  CHECK(ev->trace_memory == nullptr);  // nothing read whole
+}
+
+TEST_CASE(
+    "sync file: meltrig sim runs the PPK2 logic scenario; meltrig sync maps it from logic "
+    "edges within a sample at every token") {
+  // examples/scenarios/ppk2_logic_sync.toml: an emulated PPK2 at 100 kS/s whose logic input D0
+  // follows the runner's GPIO line (about 6 s, run at its default real-time speed)
+  TempDir dir;
+  const fs::path f = dir / "ppk2.h5";
+  const auto scn = fs::path(MELTRIG_SOURCE_DIR) / "examples/scenarios/ppk2_logic_sync.toml";
+  Cli c = cli(dir.path(), {"sim", scn.string(), "-o", f.string(), "-q"});
+  REQUIRE_MESSAGE(c.rc == 0, (c.out + c.err));
+  CHECK(c.out.find("emulated PPK2") == std::string::npos);  // -q: no banner
+  {
+    auto rd = ds::CaptureReader::open(f);
+    REQUIRE(rd.ok());
+    CHECK(rd->sample_rate_hz() == 100'000.0);
+    REQUIRE(rd->find_channel("logic") != nullptr);
+    auto gaps = rd->gaps();
+    REQUIRE(gaps.ok());
+    MESSAGE("PPK2 capture: " << rd->samples_written() << " rows, " << gaps->size() << " gaps");
+  }
+  c = cli(dir.path(), {"sync", f.string(), "--json"});
+  REQUIRE_MESSAGE(c.rc == 0, c.err);
+  const auto j = nlohmann::json::parse(c.out);
+  CHECK(j["method"].get<std::string>().find("logic") != std::string::npos);
+  auto stored = meltrig::sync::read_stored(f);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  const std::vector<double> err = map_errors_ns(f, **stored);
+  MESSAGE("PPK2 logic map error at the tokens: p50 ", quantile(err, 0.5), " ns, max ",
+          quantile(err, 1.0), " ns over ", err.size(), " tokens; method ",
+          j["method"].get<std::string>());
+  CHECK(err.size() == 60);
+  CHECK(quantile(err, 1.0) <= 10'000.0);  // one sample at 100 kS/s
 }
 
 TEST_CASE(
