@@ -7,8 +7,8 @@
 
 namespace meltrig::sync {
 
-/// The pages held, least recently used evicted first. `last` is the page the previous access
-/// hit: estimators read neighbouring samples, so most accesses never search.
+/// The pages held, least recently entered evicted first. `hot` is the page the previous access
+/// used: estimators read neighbouring samples, so most accesses stay inline (evidence.hpp).
 struct TraceSamples::Cache {
   struct Page {
     std::uint64_t number = 0;
@@ -22,6 +22,7 @@ struct TraceSamples::Cache {
   std::uint64_t tick = 0;
   std::size_t peak = 0;
   bool failed = false;
+  Hot hot;  ///< pages[last], for the inline fast path
 
   const Page& load(std::uint64_t number) {
     std::size_t slot = pages.size();
@@ -58,8 +59,10 @@ struct TraceSamples::Cache {
       else
         load(number);
     }
+    // recency counts from the moves between pages (accesses within the hot page skip this)
     Page& p = pages[last];
     p.used = ++tick;
+    hot = {p.samples.data(), static_cast<std::size_t>(p.number << kPageBits), p.samples.size()};
     return p.samples[i & ((std::size_t{1} << kPageBits) - 1)];
   }
 };
@@ -68,6 +71,7 @@ TraceSamples::TraceSamples(std::shared_ptr<SampleSource> source, std::size_t max
     : n_(static_cast<std::size_t>(source->size())), cache_(std::make_shared<Cache>()) {
   cache_->source = std::move(source);
   cache_->max_pages = std::max<std::size_t>(1, max_pages);
+  hot_ = &cache_->hot;
 }
 
 float TraceSamples::paged(std::size_t i) const {

@@ -79,7 +79,11 @@ class TraceSamples {
 
   std::size_t size() const { return n_; }
   bool empty() const { return n_ == 0; }
-  float operator[](std::size_t i) const { return data_ != nullptr ? data_[i] : paged(i); }
+  float operator[](std::size_t i) const {
+    if (data_ != nullptr) return data_[i];
+    if (i - hot_->first < hot_->count) return hot_->data[i - hot_->first];  // the last page used
+    return paged(i);
+  }
   /// True when a page failed to load (its samples read NaN).
   bool failed() const;
   /// Most pages held at once so far (paged samples; 0 for a span).
@@ -87,10 +91,16 @@ class TraceSamples {
 
  private:
   struct Cache;
+  /// The page the last access used (owned by the shared cache, valid until it loads another).
+  struct Hot {
+    const float* data = nullptr;
+    std::size_t first = 0, count = 0;
+  };
   float paged(std::size_t i) const;
   const float* data_ = nullptr;
   std::size_t n_ = 0;
   std::shared_ptr<Cache> cache_;
+  Hot* hot_ = nullptr;
 };
 
 struct Trace {
