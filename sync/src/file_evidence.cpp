@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "meltrig/dataset/capture_reader.hpp"
 #include "meltrig/dataset/run_record.hpp"
@@ -70,27 +71,17 @@ class ChannelSource final : public SampleSource {
   std::string error_;
 };
 
-/// Whether sample j or j - 1 is a row the capture lost (a gap reads 0 and fakes edges).
-bool near_gap(const std::vector<dataset::Gap>& gaps, std::uint64_t j) {
-  auto it =
-      std::upper_bound(gaps.begin(), gaps.end(), j,
-                       [](std::uint64_t x, const dataset::Gap& g) { return x < g.first_index; });
-  if (it == gaps.begin()) return false;
-  const dataset::Gap& g = *(it - 1);
-  return j <= g.first_index + g.count;  // j in the gap, or the first row after it
-}
-
-/// The edges of logic input `bit`, the channel scanned in blocks (memory: one block and the
-/// edges). Edges next to the capture's gaps are left out; `dropped` counts them.
+/// The edges of logic input `bit` up to the capture's first gap, the channel scanned in blocks
+/// (memory: one block and the edges). A lost row reads 0, and toggles lost inside a gap would
+/// shift the in-order pairing of every later edge with the runner's toggles: `*cut` gets the
+/// first gap's first row, if there is one, and nothing from there on is used.
 Result<std::vector<LogicEdge>> scan_logic(const dataset::CaptureReader& r, int bit,
-                                          std::size_t& dropped) {
+                                          std::optional<std::uint64_t>* cut) {
   auto gaps = r.gaps();
   if (!gaps) return gaps.error();
-  std::sort(gaps->begin(), gaps->end(), [](const dataset::Gap& a, const dataset::Gap& b) {
-    return a.first_index < b.first_index;
-  });
-  std::erase_if(*gaps, [](const dataset::Gap& g) { return g.count == 0; });
-  const std::uint64_t n = r.samples_written();
+  std::uint64_t n = r.samples_written();
+  for (const dataset::Gap& g : *gaps)
+    if (g.count > 0 && g.first_index < n) n = g.first_index, *cut = g.first_index;
   std::vector<std::uint8_t> block(kBlock + 1);
   std::vector<LogicEdge> out;
   for (std::uint64_t first = 0; first < n; first += kBlock) {
@@ -99,13 +90,9 @@ Result<std::vector<LogicEdge>> scan_logic(const dataset::CaptureReader& r, int b
     const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock + 1, n - from));
     auto ok = r.read("logic", from, std::span<std::uint8_t>(block.data(), k));
     if (!ok) return ok.error();
-    for (const LogicEdge& e : logic_edges(std::span<const std::uint8_t>(block.data(), k), bit,
-                                          static_cast<std::int64_t>(from))) {
-      if (near_gap(*gaps, static_cast<std::uint64_t>(e.index)))
-        ++dropped;
-      else
-        out.push_back(e);
-    }
+    auto e = logic_edges(std::span<const std::uint8_t>(block.data(), k), bit,
+                         static_cast<std::int64_t>(from));
+    out.insert(out.end(), e.begin(), e.end());
   }
   return out;
 }
@@ -195,17 +182,17 @@ Result<void> take_logic(const dataset::CaptureReader& r,
                        "' toggles in the markers");
     return {};
   }
-  std::size_t dropped = 0;
-  auto edges = scan_logic(r, static_cast<int>(line), dropped);
+  std::optional<std::uint64_t> cut;
+  auto edges = scan_logic(r, static_cast<int>(line), &cut);
   if (!edges) return edges.error();
   LogicInput in;
   in.edges = std::move(*edges);
   in.nominal_rate_hz = r.sample_rate_hz();
   in.bit = static_cast<int>(line);
   in.device_toggle_ns = toggles[line];
-  if (dropped > 0)
-    ev.found.push_back("logic inputs: " + std::to_string(dropped) +
-                       " edges next to the capture's gaps left out");
+  if (cut)
+    ev.found.push_back("logic inputs: edges from the first gap (sample " + std::to_string(*cut) +
+                       ") on left out");
   ev.inputs.logic = std::move(in);
   ev.found.push_back("logic inputs: D" + std::to_string(line) + ", " +
                      std::to_string(toggles[line].size()) + " toggles");
