@@ -1,5 +1,6 @@
 // meltrig sim: the whole bench on one machine. A simulated device (fixtures/sim_world) runs an LLM
-// scenario; an emulated Monsoon LVPM samples its supply current through its own crystal on a pty;
+// scenario; the scenario's emulated monitor (a Monsoon LVPM, or a Nordic PPK2 whose logic input
+// follows the runner's GPIO line) samples its supply current through its own crystal on a pty;
 // an emulated LCUS relay board on another pty routes the monitor to the device; the simulated
 // runner writes its marker file as (virtual) time passes. One rig::Session captures through the
 // real serial path and stores the markers and the sampled telemetry; the bench then adds the
@@ -15,7 +16,6 @@
 #include "cli_common.hpp"
 #include "meltrig/fixtures/sim_bench.hpp"
 #include "meltrig/fixtures/sim_sweep.hpp"
-#include "meltrig/rig/lvpm_monitor.hpp"
 #include "meltrig/rig/session.hpp"
 
 namespace meltrig::cli {
@@ -27,7 +27,7 @@ struct SimArgs {
   std::string scenario;
   std::string output = "sim.h5";
   std::optional<std::uint64_t> seed;
-  double speed = 10.0;
+  std::optional<double> speed;  ///< default: fixtures::sim::default_speed of the scenario
   bool quiet = false;
 };
 
@@ -42,7 +42,7 @@ rig::SessionOptions session_options(const SimArgs& a, sim::Bench& b) {
       {"relay_route_channel", static_cast<std::int64_t>(b.relay_channel())});
   so.relay = b.relay_spec();
   so.route = b.relay_channel();
-  sim::fill_sim_session(so, b.world(), b.target(), b.clock(), a.speed);
+  sim::fill_sim_session(so, b.world(), b.target(), b.clock(), b.speed());
   return so;
 }
 
@@ -52,29 +52,24 @@ int run(const SimArgs& a) {
   if (std::filesystem::exists(a.output)) {
     return fail(a.output + ": already exists; choose another output or remove it");
   }
-  if (!(a.speed > 0)) return usage("--speed must be > 0");
+  const double speed = a.speed.value_or(sim::default_speed(*scn));
+  if (!(speed > 0)) return usage("--speed must be > 0");
   const std::uint64_t seed = a.seed.value_or(scn->run.seed);
   const auto stem =
       std::filesystem::temp_directory_path() / ("meltrig-sim-" + std::to_string(::getpid()));
-  auto bench = sim::Bench::start(*scn, seed, a.speed, stem.string(), a.scenario);
+  auto bench = sim::Bench::start(*scn, seed, speed, stem.string(), a.scenario);
   if (!bench) return fail(bench.error().describe());
   sim::Bench& b = **bench;
   if (!a.quiet) {
     std::fputs(b.banner().c_str(), stdout);
     std::fflush(stdout);
   }
-  rig::LvpmMonitor::Options mo;
-  mo.port = b.monitor_port();
-  mo.clock = &b.clock();
-  // Elapsed-time wrap inference needs host timing finer than a wrap (32 ms of samples); on an
-  // accelerated clock host jitter is multiplied by the speed.
-  mo.sequencer.infer_wraps = a.speed <= 2.0;
-  rig::LvpmMonitor monitor(mo);
+  const std::unique_ptr<rig::Monitor> monitor = b.make_monitor();
   const rig::SessionOptions so = session_options(a, b);
   std::error_code ec;
   std::filesystem::remove(so.markers_copy, ec);
 
-  auto outcome = rig::Session(so).run(monitor, interrupt_token());
+  auto outcome = rig::Session(so).run(*monitor, interrupt_token());
   if (!a.quiet && ::isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
   b.stop();
   if (auto* e = std::get_if<rig::SessionError>(&outcome)) return fail(e->error.describe());
@@ -102,13 +97,15 @@ int run(const SimArgs& a) {
 void add_sim(CLI::App& app, Commands& cmds) {
   auto a = std::make_shared<SimArgs>();
   auto* s = app.add_subcommand(
-      "sim", "run a whole simulated bench (device, runner, emulated monitor and relay) end to end");
+      "sim",
+      "run a whole simulated bench (device, runner, emulated LVPM or PPK2 and relay) end to end");
   s->add_option("scenario", a->scenario,
                 "scenario TOML, e.g. examples/scenarios/phone_llamacpp.toml")
       ->required();
   s->add_option("-o,--output", a->output, "HDF5 file to create")->capture_default_str();
   s->add_option("--seed", a->seed, "world seed (default: the scenario's run.seed)");
-  s->add_option("--speed", a->speed, "virtual clock speed, x real time")->capture_default_str();
+  s->add_option("--speed", a->speed,
+                "virtual clock speed, x real time (default: 10 with an LVPM, 1 with a PPK2)");
   s->add_flag("-q,--quiet", a->quiet, "no live status line and no banner");
   cmds.push_back({s, [a] { return run(*a); }});
 }

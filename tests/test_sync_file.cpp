@@ -14,10 +14,12 @@
 #include <vector>
 
 #include "meltrig/analysis/store.hpp"
+#include "meltrig/dataset/capture_reader.hpp"
 #include "meltrig/dataset/capture_writer.hpp"
 #include "meltrig/dataset/group_store.hpp"
 #include "meltrig/dataset/h5_file.hpp"
 #include "meltrig/dataset/run_record.hpp"
+#include "meltrig/fixtures/sync_sim.hpp"
 #include "meltrig/sync/file_sync.hpp"
 #include "test_support.hpp"
 
@@ -110,36 +112,13 @@ double quantile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
 }
 
-/// Linear interpolation of y(x) over ascending x.
-double interp(const std::vector<double>& x, const std::vector<double>& y, double at) {
-  auto it = std::upper_bound(x.begin(), x.end(), at);
-  const std::size_t i =
-      std::clamp<std::size_t>(static_cast<std::size_t>(it - x.begin()), 1, x.size() - 1);
-  const double f = (at - x[i - 1]) / (x[i] - x[i - 1]);
-  return y[i - 1] + f * (y[i] - y[i - 1]);
-}
-
 /// |mapped - true| monitor ns at the true end of every token (truth read by the test only).
 std::vector<double> map_errors_ns(const fs::path& f, const meltrig::sync::FileSync& s) {
-  auto truth = ds::read_group(f, "truth");
-  REQUIRE(truth.ok());
-  REQUIRE(truth->has_value());
-  const auto tj = nlohmann::json::parse((*truth)->str("truth_json").value());
-  const auto t_s = tj["clocks"]["map"]["t_s"].get<std::vector<double>>();
-  std::vector<double> mono;
-  for (const auto& v : tj["clocks"]["map"]["mono_ns"])
-    mono.push_back(static_cast<double>(v.get<std::int64_t>()));
-  const double scale = (*truth)->num("monitor_actual_rate_hz").value() /
-                       (*truth)->num("monitor_nominal_rate_hz").value();
-  const auto& t1 = std::get<std::vector<double>>((*truth)->group("tokens")->column("t1_s")->values);
-  std::vector<double> err;
-  for (double t : t1) {
-    const auto dev = static_cast<std::int64_t>(std::llround(interp(t_s, mono, t)));
-    auto m = s.monitor_seconds("monotonic", dev);
-    REQUIRE(m.has_value());
-    err.push_back(std::abs(m->first - t * scale) * 1e9);
-  }
-  return err;
+  auto err = meltrig::fixtures::sim::file_token_errors_ns(f, s);
+  REQUIRE_MESSAGE(err.ok(), (err.ok() ? "" : err.error().describe()));
+  for (double e : *err)
+    REQUIRE(!std::isnan(e));  // every token mapped
+  return *err;
 }
 
 }  // namespace
@@ -178,6 +157,97 @@ TEST_CASE("sync file: meltrig sync on a simulated phone capture matches the worl
   c = cli(dir.path(), {"sync", f.string(), "--force"});
   CHECK_MESSAGE(c.rc == 0, c.err);
   CHECK(c.out.find("stored /sync") != std::string::npos);
+}
+
+TEST_CASE("sync file: the trace paged from the file gives the maps of the trace held whole") {
+  // the phone capture (125,000 samples: two pages) synchronised three ways: the whole trace in
+  // memory (as before paging), paged with the default cache, and with a one-page cache (every
+  // look at the other page evicts): the same evidence and maps, bit for bit
+  namespace ms = meltrig::sync;
+  ms::FileSyncOptions whole;
+  whole.trace_in_memory = true;
+  ms::FileSyncOptions one_page;
+  one_page.trace_pages = 1;
+  auto a = ms::sync_file(phone_capture(), whole);
+  auto b = ms::sync_file(phone_capture());
+  auto c = ms::sync_file(phone_capture(), one_page);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  REQUIRE(c.ok());
+  CHECK(a->to_json() == b->to_json());
+  CHECK(a->to_json() == c->to_json());
+  auto same = [](const ms::FileSync& x, const ms::FileSync& y) {
+    REQUIRE(x.monitor_evidence.size() == y.monitor_evidence.size());
+    for (std::size_t i = 0; i < x.monitor_evidence.size(); ++i) {
+      CHECK(x.monitor_evidence[i].device_ns == y.monitor_evidence[i].device_ns);
+      CHECK(x.monitor_evidence[i].target_ns == y.monitor_evidence[i].target_ns);
+      CHECK(x.monitor_evidence[i].sigma_ns == y.monitor_evidence[i].sigma_ns);
+    }
+    CHECK(x.diag.pulses.tau_ns == y.diag.pulses.tau_ns);
+    CHECK(x.diag.notes == y.diag.notes);
+  };
+  CHECK(!a->monitor_evidence.empty());
+  same(*a, *b);
+  same(*a, *c);
+  auto ev = ms::gather_evidence(phone_capture(), one_page);
+  REQUIRE(ev.ok());
+  CHECK(ev->inputs.trace.samples.size() > (std::size_t{1} << ms::TraceSamples::kPageBits));
+  CHECK(ev->trace_memory == nullptr);  // nothing read whole
+}
+
+TEST_CASE(
+    "sync file: meltrig sim runs the PPK2 logic scenario; meltrig sync maps it from logic "
+    "edges within a sample at every token") {
+  // examples/scenarios/ppk2_logic_sync.toml: an emulated PPK2 at 100 kS/s whose logic input D0
+  // follows the runner's GPIO line (about 6 s, run at its default real-time speed)
+  TempDir dir;
+  const fs::path f = dir / "ppk2.h5";
+  const auto scn = fs::path(MELTRIG_SOURCE_DIR) / "examples/scenarios/ppk2_logic_sync.toml";
+  Cli c = cli(dir.path(), {"sim", scn.string(), "-o", f.string(), "-q"});
+  REQUIRE_MESSAGE(c.rc == 0, (c.out + c.err));
+  CHECK(c.out.find("emulated PPK2") == std::string::npos);  // -q: no banner
+  // a host too busy to keep up loses samples: the logic channel is used up to the first gap
+  // (docs/sync.md), so the one-sample goal is checked on the tokens before it
+  std::uint64_t usable = 0, rows = 0;
+  {
+    auto rd = ds::CaptureReader::open(f);
+    REQUIRE(rd.ok());
+    CHECK(rd->sample_rate_hz() == 100'000.0);
+    REQUIRE(rd->find_channel("logic") != nullptr);
+    auto gaps = rd->gaps();
+    REQUIRE(gaps.ok());
+    usable = rows = rd->samples_written();
+    for (const ds::Gap& g : *gaps)
+      usable = std::min(usable, g.first_index);
+    MESSAGE("PPK2 capture: " << rd->samples_written() << " rows, " << gaps->size()
+                             << " gaps, usable " << usable);
+  }
+  c = cli(dir.path(), {"sync", f.string(), "--json"});
+  REQUIRE_MESSAGE(c.rc == 0, c.err);
+  const auto j = nlohmann::json::parse(c.out);
+  CHECK(j["method"].get<std::string>().find("logic") != std::string::npos);
+  auto stored = meltrig::sync::read_stored(f);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  const std::vector<double> err = map_errors_ns(f, **stored);
+  MESSAGE("PPK2 logic map error at the tokens: p50 ", quantile(err, 0.5), " ns, max ",
+          quantile(err, 1.0), " ns over ", err.size(), " tokens; method ",
+          j["method"].get<std::string>());
+  REQUIRE(err.size() == 60);
+  auto truth = ds::read_group(f, "truth");
+  REQUIRE(truth.ok());
+  REQUIRE(truth->has_value());
+  const double rate = (*truth)->num("monitor_actual_rate_hz").value();
+  const auto& t1 = std::get<std::vector<double>>((*truth)->group("tokens")->column("t1_s")->values);
+  std::vector<double> before_gap;
+  for (std::size_t i = 0; i < t1.size(); ++i)
+    if (t1[i] * rate < static_cast<double>(usable)) before_gap.push_back(err[i]);
+  if (usable == rows) CHECK(before_gap.size() == 60);  // no loss: every token
+  if (before_gap.size() < 6) {
+    MESSAGE("only " << before_gap.size() << " tokens before the first loss: map not checked");
+    return;
+  }
+  CHECK(quantile(before_gap, 1.0) <= 10'000.0);  // one sample at 100 kS/s
 }
 
 TEST_CASE(
@@ -352,4 +422,68 @@ TEST_CASE("sync file: replace_group swaps a whole group and reads it back") {
   auto none = ds::read_group(f, ".derived.tmp");
   REQUIRE(none.ok());
   CHECK(!none->has_value());
+}
+
+TEST_CASE("sync file: logic edges are scanned up to the capture's first gap and paired exactly") {
+  // 20 s at 1 kHz: logic D0 toggles every 500 samples, the runner logs each toggle (device
+  // monotonic = 7 s + 1 ms per sample); 300 rows are lost at sample 10,000 (they read 0). A
+  // toggle lost inside a gap would shift the in-order pairing of every later edge, so only the
+  // 19 edges before the gap are used, and they map the device clock exactly.
+  TempDir dir;
+  const fs::path f = dir / "logic.h5";
+  ds::CaptureLayout layout;
+  layout.sample_rate_hz = 1000;
+  layout.channels = {{"current", "A", ds::SampleType::f32, ""},
+                     {"logic", "", ds::SampleType::u8, ""}};
+  auto w = ds::CaptureWriter::create(f, layout);
+  REQUIRE(w.ok());
+  auto append = [&](std::uint64_t from, std::uint64_t to) {
+    std::vector<float> cur(to - from, 0.5f);
+    std::vector<std::uint8_t> logic(to - from);
+    for (std::uint64_t i = from; i < to; ++i)
+      logic[i - from] = static_cast<std::uint8_t>((i / 500) % 2);
+    const std::array<ds::ChannelData, 2> ch{std::span<const float>(cur),
+                                            std::span<const std::uint8_t>(logic)};
+    REQUIRE(w->append(ds::SampleBlock{ch}).ok());
+  };
+  append(0, 10'000);
+  REQUIRE(w->append_missing(300, ds::GapKind::missing).ok());
+  append(10'300, 20'000);
+  REQUIRE(w->finish(ds::CaptureState::complete, "done").ok());
+  meltrig::targets::MarkerLog log;
+  log.source = "logic.markers";
+  for (std::int64_t k = 1; k < 40; ++k) {
+    meltrig::targets::MarkerEvent e;
+    e.t_ns = 7'000'000'000 + k * 500'000'000;
+    e.kind = meltrig::targets::MarkerKind::user;
+    e.label = "gpio";
+    e.value = 0;
+    log.events.push_back(e);
+  }
+  REQUIRE(ds::write_markers(f, "runner", log).ok());
+
+  auto ev = meltrig::sync::gather_evidence(f);
+  REQUIRE(ev.ok());
+  REQUIRE(ev->inputs.logic.has_value());
+  REQUIRE(ev->inputs.logic->edges.has_value());
+  const auto& edges = *ev->inputs.logic->edges;
+  REQUIRE(edges.size() == 19);
+  for (std::size_t k = 0; k < edges.size(); ++k) {
+    CHECK(edges[k].index == static_cast<std::int64_t>(500 * (k + 1)));
+    CHECK(edges[k].level == (k % 2 == 0));
+  }
+  bool noted = false;
+  for (const std::string& x : ev->found)
+    noted = noted || x.find("first gap (sample 10000)") != std::string::npos;
+  CHECK(noted);
+  auto s = meltrig::sync::sync_file(f);
+  REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().describe()));
+  CHECK(s->method == "logic");
+  // toggle k (device 7 s + k 0.5 s) is the edge at sample 500 k: monitor 0.5 k s, less half a
+  // sample (the change happened within the sample interval before the edge)
+  for (std::int64_t k = 1; k < 20; ++k) {
+    auto m = s->monitor_seconds("monotonic", 7'000'000'000 + k * 500'000'000);
+    REQUIRE(m.has_value());
+    CHECK(m->first == doctest::Approx(0.5 * static_cast<double>(k) - 0.0005).epsilon(1e-9));
+  }
 }

@@ -1,7 +1,9 @@
 // Evidence from a capture file (file_sync.hpp): trace in blocks, markers, triples, logic edges,
 // probes, relay edges.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "meltrig/dataset/capture_reader.hpp"
 #include "meltrig/dataset/run_record.hpp"
@@ -50,25 +52,47 @@ std::optional<MarkKind> mark_kind(targets::MarkerKind k) {
   return std::nullopt;
 }
 
-/// Reads a float32 channel whole, block by block, into one vector.
-Result<std::vector<float>> read_channel(const dataset::CaptureReader& r, const std::string& ch) {
-  const std::uint64_t n = r.samples_written();
-  std::vector<float> out(static_cast<std::size_t>(n));
-  for (std::uint64_t first = 0; first < n; first += kBlock) {
-    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, n - first));
-    auto ok = r.read(ch, first, std::span<float>(out.data() + first, k));
-    if (!ok) return ok.error();
+/// A float32 channel of the capture, read a page at a time for the trace (TraceSamples).
+class ChannelSource final : public SampleSource {
+ public:
+  ChannelSource(dataset::CaptureReader reader, std::string channel)
+      : r_(std::move(reader)), channel_(std::move(channel)) {}
+  std::uint64_t size() const override { return r_.samples_written(); }
+  bool load(std::uint64_t first, std::span<float> out) override {
+    auto ok = r_.read(channel_, first, out);
+    if (!ok && error_.empty()) error_ = ok.error().describe();
+    return ok.ok();
   }
-  return out;
-}
+  std::string error() const override { return error_; }
 
-Result<std::vector<std::uint8_t>> read_logic(const dataset::CaptureReader& r) {
-  const std::uint64_t n = r.samples_written();
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(n));
+ private:
+  dataset::CaptureReader r_;
+  std::string channel_;
+  std::string error_;
+};
+
+/// The edges of logic input `bit` up to the capture's first gap, the channel scanned in blocks
+/// (memory: one block and the edges). A lost row reads 0, and toggles lost inside a gap would
+/// shift the in-order pairing of every later edge with the runner's toggles: `*cut` gets the
+/// first gap's first row, if there is one, and nothing from there on is used.
+Result<std::vector<LogicEdge>> scan_logic(const dataset::CaptureReader& r, int bit,
+                                          std::optional<std::uint64_t>* cut) {
+  auto gaps = r.gaps();
+  if (!gaps) return gaps.error();
+  std::uint64_t n = r.samples_written();
+  for (const dataset::Gap& g : *gaps)
+    if (g.count > 0 && g.first_index < n) n = g.first_index, *cut = g.first_index;
+  std::vector<std::uint8_t> block(kBlock + 1);
+  std::vector<LogicEdge> out;
   for (std::uint64_t first = 0; first < n; first += kBlock) {
-    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, n - first));
-    auto ok = r.read("logic", first, std::span<std::uint8_t>(out.data() + first, k));
+    // each block starts with the last sample of the one before, so no edge falls between them
+    const std::uint64_t from = first == 0 ? 0 : first - 1;
+    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock + 1, n - from));
+    auto ok = r.read("logic", from, std::span<std::uint8_t>(block.data(), k));
     if (!ok) return ok.error();
+    auto e = logic_edges(std::span<const std::uint8_t>(block.data(), k), bit,
+                         static_cast<std::int64_t>(from));
+    out.insert(out.end(), e.begin(), e.end());
   }
   return out;
 }
@@ -160,23 +184,40 @@ Result<void> take_logic(const dataset::CaptureReader& r,
                        "' toggles in the markers");
     return {};
   }
-  auto bytes = read_logic(r);
-  if (!bytes) return bytes.error();
-  ev.logic_samples = std::make_unique<std::vector<std::uint8_t>>(std::move(*bytes));
+  std::optional<std::uint64_t> cut;
+  auto edges = scan_logic(r, static_cast<int>(line), &cut);
+  if (!edges) return edges.error();
   LogicInput in;
-  in.samples = *ev.logic_samples;
+  in.edges = std::move(*edges);
   in.nominal_rate_hz = r.sample_rate_hz();
   in.bit = static_cast<int>(line);
   in.device_toggle_ns = toggles[line];
+  if (cut)
+    ev.found.push_back("logic inputs: edges from the first gap (sample " + std::to_string(*cut) +
+                       ") on left out");
   ev.inputs.logic = std::move(in);
   ev.found.push_back("logic inputs: D" + std::to_string(line) + ", " +
                      std::to_string(toggles[line].size()) + " toggles");
   return {};
 }
 
+/// The trace of `ev` read whole into memory (FileSyncOptions::trace_in_memory).
+Result<void> load_trace(FileEvidence& ev) {
+  const std::uint64_t n = ev.trace_source->size();
+  ev.trace_memory = std::make_shared<std::vector<float>>(static_cast<std::size_t>(n));
+  for (std::uint64_t first = 0; first < n; first += kBlock) {
+    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, n - first));
+    if (!ev.trace_source->load(first, std::span<float>(ev.trace_memory->data() + first, k)))
+      return file_error(ev.file, "reading the power trace failed: " + ev.trace_source->error());
+  }
+  ev.inputs.trace.samples = TraceSamples(std::span<const float>(*ev.trace_memory));
+  return {};
+}
+
 }  // namespace
 
-Result<FileEvidence> gather_evidence(const std::filesystem::path& path) {
+Result<FileEvidence> gather_evidence(const std::filesystem::path& path,
+                                     const FileSyncOptions& opt) {
   auto reader = dataset::CaptureReader::open(path);
   if (!reader) return reader.error();
   const dataset::CaptureReader& r = *reader;
@@ -197,14 +238,16 @@ Result<FileEvidence> gather_evidence(const std::filesystem::path& path) {
   ev.inputs.marks_clock = *clock;
   std::array<std::vector<std::int64_t>, 8> toggles;
   take_markers(*log, ev, toggles);
-  auto trace = read_channel(r, ev.trace_channel);
-  if (!trace) return trace.error();
-  ev.trace_samples = std::make_unique<std::vector<float>>(std::move(*trace));
-  ev.inputs.trace = Trace{*ev.trace_samples, r.sample_rate_hz(), 0};
-  ev.found.push_back("power trace: " + std::to_string(ev.trace_samples->size()) + " samples of " +
-                     ev.trace_channel + " at " + std::to_string(r.sample_rate_hz()) + " Hz");
+  const double rate = r.sample_rate_hz();
+  ev.found.push_back("power trace: " + std::to_string(r.samples_written()) + " samples of " +
+                     ev.trace_channel + " at " + std::to_string(rate) + " Hz");
   if (auto t = take_logic(r, toggles, ev); !t) return t.error();
   if (auto h = take_host_evidence(path, r, ev); !h) return h.error();
+  // the trace is read a page at a time as the estimators ask for it (bounded memory)
+  ev.trace_source = std::make_shared<ChannelSource>(std::move(*reader), ev.trace_channel);
+  ev.inputs.trace = Trace{TraceSamples(ev.trace_source, opt.trace_pages), rate, 0};
+  if (opt.trace_in_memory)
+    if (auto l = load_trace(ev); !l) return l.error();
   return ev;
 }
 
@@ -248,10 +291,12 @@ SyncResult<SyncOutput> synchronise_file(const SyncInputs& in) {
 
 }  // namespace
 
-Result<FileSync> sync_file(const std::filesystem::path& path) {
-  auto ev = gather_evidence(path);
+Result<FileSync> sync_file(const std::filesystem::path& path, const FileSyncOptions& opt) {
+  auto ev = gather_evidence(path, opt);
   if (!ev) return ev.error();
   auto out = synchronise_file(ev->inputs);
+  if (ev->inputs.trace.samples.failed())
+    return file_error(path, "reading the power trace failed: " + ev->trace_source->error());
   if (!out)
     return file_error(
         path, "sync failed: " + out.error().message + " (file holds: " + [&] {

@@ -45,7 +45,9 @@ std::optional<Peak> correlate_pulse(const Trace& tr, const PulseSpec& p, double 
   const auto b = std::min<std::int64_t>(
       n, static_cast<std::int64_t>(pred_pos + half) + static_cast<std::int64_t>(tmpl.size()) + 1);
   if (b - a < static_cast<std::int64_t>(tmpl.size()) + 2) return std::nullopt;
-  std::vector<double> x(tr.samples.begin() + a, tr.samples.begin() + b);
+  std::vector<double> x(static_cast<std::size_t>(b - a));
+  for (std::int64_t i = a; i < b; ++i)
+    x[static_cast<std::size_t>(i - a)] = tr.samples[static_cast<std::size_t>(i)];
   double mean = 0.0, cnt = 0.0;
   for (double v : x)
     if (!std::isnan(v)) mean += v, cnt += 1.0;

@@ -295,8 +295,8 @@ std::vector<LogicEdge> logic_edges(std::span<const std::uint8_t> samples, int bi
 
 std::vector<SyncPoint> logic_points(const LogicInput& in, std::vector<std::string>& notes) {
   std::vector<std::int64_t> at;
-  for (const LogicEdge& e : logic_edges(in.samples, in.bit, 0))
-    at.push_back(e.index);
+  for (const LogicEdge& e : in.edges ? *in.edges : logic_edges(in.samples, in.bit, 0))
+    at.push_back(e.index - (in.edges ? in.first_index : 0));
   if (at.size() != in.device_toggle_ns.size())
     notes.push_back("logic input D" + std::to_string(in.bit) + ": " + std::to_string(at.size()) +
                     " edges for " + std::to_string(in.device_toggle_ns.size()) +

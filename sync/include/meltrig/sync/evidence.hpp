@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,8 +53,58 @@ struct Triple {
 
 /// A power (or current) trace sampled by the monitor: sample i is at monitor time
 /// (first_index + i) x 1e9 / nominal_rate_hz. NaN marks a missing sample.
+/// Where a trace too large to hold in memory reads its samples from: loads samples
+/// [first, first + out.size()) into `out` (NaN = missing), or fails.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual std::uint64_t size() const = 0;
+  virtual bool load(std::uint64_t first, std::span<float> out) = 0;
+  /// What the first failed load said ("" when none failed).
+  virtual std::string error() const = 0;
+};
+
+/// The samples of a trace: a span over memory, or pages of a SampleSource read on demand and
+/// kept in a small least-recently-used cache (bounded memory whatever the trace's length; every
+/// estimator sees exactly the samples it would see in memory). Element access only; copies
+/// share the cache. A page that fails to load reads as NaN and sets failed().
+class TraceSamples {
+ public:
+  static constexpr std::size_t kPageBits = 16;  ///< 65,536 samples (256 KiB) a page
+  TraceSamples() = default;
+  TraceSamples(std::span<const float> s) : data_(s.data()), n_(s.size()) {}  // NOLINT: implicit
+  TraceSamples(const std::vector<float>& v) : TraceSamples(std::span<const float>(v)) {}  // NOLINT
+  /// Pages of `source`, at most `max_pages` held at once.
+  TraceSamples(std::shared_ptr<SampleSource> source, std::size_t max_pages);
+
+  std::size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  float operator[](std::size_t i) const {
+    if (data_ != nullptr) return data_[i];
+    if (i - hot_->first < hot_->count) return hot_->data[i - hot_->first];  // the last page used
+    return paged(i);
+  }
+  /// True when a page failed to load (its samples read NaN).
+  bool failed() const;
+  /// Most pages held at once so far (paged samples; 0 for a span).
+  std::size_t peak_pages() const;
+
+ private:
+  struct Cache;
+  /// The page the last access used (owned by the shared cache, valid until it loads another).
+  struct Hot {
+    const float* data = nullptr;
+    std::size_t first = 0, count = 0;
+  };
+  float paged(std::size_t i) const;
+  const float* data_ = nullptr;
+  std::size_t n_ = 0;
+  std::shared_ptr<Cache> cache_;
+  Hot* hot_ = nullptr;
+};
+
 struct Trace {
-  std::span<const float> samples;
+  TraceSamples samples;
   double nominal_rate_hz = 0.0;
   std::int64_t first_index = 0;
 
@@ -111,8 +163,18 @@ struct RelayEdge {
 
 /// Logic-input samples (PPK2 D0-D7, one byte per current sample, same index) and the device
 /// times at which the runner toggled line `bit`, in order.
+/// A level change of one logic input: the line read `level` from sample `index` on (and the
+/// other level at index - 1), so the change happened in (index - 1, index] of sample time.
+struct LogicEdge {
+  std::int64_t index = 0;  ///< first_index + position of the first sample at the new level
+  bool level = false;
+};
+
 struct LogicInput {
   std::span<const std::uint8_t> samples;
+  /// The edges of input `bit` already extracted (indices counted from sample 0 of the capture,
+  /// e.g. by a reader that scans the logic channel in chunks); when set, `samples` is ignored.
+  std::optional<std::vector<LogicEdge>> edges;
   std::int64_t first_index = 0;
   double nominal_rate_hz = 0.0;
   int bit = 0;

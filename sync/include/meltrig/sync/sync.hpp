@@ -98,13 +98,6 @@ std::vector<SyncPoint> probe_points(std::span<const Probe> probes,
 std::vector<SyncPoint> host_to_monitor(std::span<const SyncPoint> host_pts,
                                        const HostMonitorLink& link);
 
-/// A level change of one logic input: the line read `level` from sample `index` on (and the
-/// other level at index - 1), so the change happened in (index - 1, index] of sample time.
-struct LogicEdge {
-  std::int64_t index = 0;  ///< first_index + position of the first sample at the new level
-  bool level = false;
-};
-
 /// Every change of input `bit` (0-7: PPK2 D0-D7) in `samples` (one byte per sample, bit n =
 /// input Dn, sample i at index first_index + i), in order. Rows a capture lost (its gaps) must
 /// be left out by the caller: a gap reads 0 and would fake edges. For readers of a dataset's
