@@ -555,8 +555,10 @@ with h5py.File(sys.argv[1], "r") as f:
     assert [tuple(int(x) for x in r) for r in g] == [(10, 5, 0), (25, 3, 2), (25, 55, 1),
                                                      (100, 17, 3), (117, 1, 4), (120, 2, 5)], g
     names = list(m["gaps"].attrs["kind_names"])
+    assert names == ["missing", "missing_wrapped", "duplicate_dropped", "ring_overflow", "resync",
+                     "uncalibrated", "inferred"], names
     assert [names[k] for k in g["kind"]] == ["missing", "duplicate_dropped", "missing_wrapped",
-                                              "ring_overflow", "resync", "uncalibrated", "inferred"]
+                                              "ring_overflow", "resync", "uncalibrated"]
     cal = m["calibration"][:]
     assert list(cal["sample_index"]) == [0, 50]
     assert list(cal["fine_zero"]) == [1.5, -1.25] and list(cal["fine_ref"]) == [2.5, 1e6]

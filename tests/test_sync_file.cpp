@@ -196,7 +196,7 @@ TEST_CASE("sync file: the trace paged from the file gives the maps of the trace 
 }
 
 TEST_CASE(
-    "sync file: meltrig sim runs the PPK2 logic scenario; meltrig sync maps it from logic "
+    "sync file: meltrig sim runs the PPK2 logic scenario, meltrig sync maps it from logic "
     "edges within a sample at every token") {
   // examples/scenarios/ppk2_logic_sync.toml: an emulated PPK2 at 100 kS/s whose logic input D0
   // follows the runner's GPIO line (about 6 s, run at its default real-time speed)
