@@ -424,7 +424,12 @@ TEST_CASE("meltrig view: the server's memory stays flat over 1,000 requests from
   const long after = rss_kib(view.pid());
   MESSAGE("meltrig view RSS before " << before << " KiB, after " << after << " KiB");
   CHECK(before > 0);
+#ifndef MELTRIG_SANITIZED
   CHECK(after - before < 16 * 1024);
+#else
+  // Under ASan, freed memory waits in its quarantine (up to 256 MB): the growth measures that,
+  // not the server. The bound is checked in the release suite.
+#endif
   view.signal(SIGINT);
   CHECK(view.wait() == 0);
 }
